@@ -1,0 +1,61 @@
+# eglr: `make help` lists the targets. Every target sets up .venv itself on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+TORCH_CPU ?= torch==2.13.0
+ROLLOUTS ?= results/rollouts
+ANALYSIS ?= results/analysis
+DEMO_DIR ?= results/demo
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test test-all demo tiny-model sweep reproduce analyze figures bench clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH_CPU)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv and install eglr with its CPU dependencies (torch pinned to the CPU wheel)
+
+test: $(STAMP) ## Run the test suite (offline, CPU; slow tests excluded)
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: $(STAMP) ## Run every test, the slow ones (full tiny-model retraining) included
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: $(STAMP) ## The whole pipeline on CPU: tiny-math on arith, L x T grid, grading, tables, figures, report
+	$(PY) -m eglr.run experiment=demo
+	$(PY) -m analysis.report --rollouts $(DEMO_DIR)/rollouts --out $(DEMO_DIR)
+
+tiny-model: $(STAMP) ## Retrain the embedded tiny-math checkpoint (about 10 minutes on one CPU thread)
+	$(PY) scripts/train_tiny_model.py --out eglr/assets/tiny-math
+
+sweep: $(STAMP) ## A multirun sweep, e.g. make sweep ARGS="model=qwen2.5-0.5b-instruct benchmark=math500,gsm8k"
+	$(PY) -m eglr.run -m $(ARGS)
+
+reproduce: $(STAMP) ## The full study on GPUs (8 models x 6 benchmarks x paper grid), then the analysis
+	$(PY) -m eglr.run -m experiment=paper output_dir=$(ROLLOUTS) $(ARGS)
+	$(MAKE) analyze
+
+analyze: $(STAMP) ## Tables, figures and report from the rollouts in ROLLOUTS into ANALYSIS
+	$(PY) -m analysis.report --rollouts $(ROLLOUTS) --out $(ANALYSIS)
+
+figures: analyze ## Regenerate every table and figure from existing rollouts (same as analyze)
+
+bench: $(STAMP) ## Benchmarks of the engine, grader and analysis; figures go to results/bench/*.json
+	$(PY) scripts/bench_engine.py
+	$(PY) scripts/bench_grader.py
+	$(PY) scripts/bench_analysis.py
+
+clean: ## Remove caches and Hydra outputs (never results/)
+	rm -rf outputs multirun .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
