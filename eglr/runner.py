@@ -169,6 +169,8 @@ class Generator:
 
         self.cfg = cfg
         self.torch = torch
+        if cfg.get("torch_threads"):
+            torch.set_num_threads(int(cfg.torch_threads))
         self.eglr_config = EGLRConfig
         self.model, self.tokenizer = load_model(cfg.model, device=cfg.device)
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)

@@ -6,6 +6,15 @@ from pathlib import Path
 
 import pytest
 
+# Tiny models gain nothing from intra-op threads, and OpenMP threads spin badly when pytest-xdist
+# workers (or other processes) share the 2 cores: one thread per process keeps the suite fast.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
 DATA_DIR = Path(os.environ.get("EGLR_DATA_DIR", REPO_ROOT.parent / "shared" / "data" / "benchmarks"))
