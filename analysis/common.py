@@ -1,0 +1,188 @@
+"""What the analysis scripts share: command-line options, table writers, names and plot style."""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from eglr.metrics import ANALYSIS_COLUMNS, Bootstrap, load_rollouts
+from eglr.metrics.cost import DEFAULT_LM_HEAD_COST
+from eglr.metrics.sampling import DEFAULT_DRAWS
+from eglr.metrics.voting import AnswerKey, default_answer_key, exact_answer_key
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PAPER_REPORTED = REPO_ROOT / "results" / "paper_reported.csv"
+
+BENCHMARK_LABELS = {
+    "math500": "MATH-500",
+    "gsm8k": "GSM8K",
+    "aime24": "AIME 2024",
+    "aime25": "AIME 2025",
+    "amc23": "AMC 2023",
+    "minerva_math": "Minerva Math",
+    "olympiadbench": "OlympiadBench",
+    "arith": "Arith (synthetic)",
+}
+POOL_LABELS = {
+    "greedy": "Greedy",
+    "temperature_only": "Temperature only",
+    "layer_only": "Layer only",
+    "joint": "Joint LxT",
+    "joint_at_temperature_budget": "Joint @ temp. budget",
+    "temperature_only_at_joint_budget": "Temp. @ joint budget",
+}
+POOL_COLORS = {
+    "greedy": "#7f7f7f",
+    "temperature_only": "#1f77b4",
+    "layer_only": "#ff7f0e",
+    "joint": "#2ca02c",
+    "joint_at_temperature_budget": "#98df8a",
+    "temperature_only_at_joint_budget": "#aec7e8",
+}
+CATEGORY_LABELS = {
+    "both": "Both axes",
+    "only_layer": "Layer axis only",
+    "only_temperature": "Temperature only",
+    "neither": "Neither",
+}
+CATEGORY_COLORS = {"both": "#2ca02c", "only_layer": "#ff7f0e", "only_temperature": "#1f77b4", "neither": "#d9d9d9"}
+
+
+def benchmark_label(name: str) -> str:
+    return BENCHMARK_LABELS.get(name, name)
+
+
+ANSWER_KEYS = {"grading": None, "exact": exact_answer_key}
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """--rollouts, --out and the bootstrap options every script takes."""
+    parser.add_argument("--rollouts", nargs="+", required=True, type=Path,
+                        help="rollout JSONL files or directories (searched recursively)")
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples of the problems")
+    parser.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of subset draws")
+
+
+def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of majority vote and best-of-N (and the cost model)."""
+    parser.add_argument("--answer-key", choices=sorted(ANSWER_KEYS), default="grading",
+                        help="how answers are grouped for voting: eglr.grading.answer_key or exact text")
+    parser.add_argument("--n-draws", type=int, default=DEFAULT_DRAWS,
+                        help="random subsets per problem for majority vote / best-of-N at a smaller budget")
+    parser.add_argument("--lm-head-cost", type=float, default=DEFAULT_LM_HEAD_COST,
+                        help="lm_head cost in decoder-layer equivalents, for relative compute")
+
+
+def bootstrap_settings(args: argparse.Namespace) -> Bootstrap:
+    return Bootstrap(n_resamples=args.n_resamples, confidence=args.confidence, seed=args.seed)
+
+
+def answer_key(name: str) -> AnswerKey:
+    return ANSWER_KEYS[name] or default_answer_key()
+
+
+def load(paths: Sequence[Path]) -> pd.DataFrame:
+    """The rollouts, without response texts (the analysis never reads them)."""
+    return load_rollouts(paths, columns=ANALYSIS_COLUMNS)
+
+
+def format_ci(value: float, low: float, high: float, digits: int = 1) -> str:
+    """``91.6 [89.0, 93.8]``; empty for a missing value."""
+    if pd.isna(value):
+        return ""
+    if pd.isna(low) or pd.isna(high):
+        return _fixed(value, digits)
+    return f"{_fixed(value, digits)} [{_fixed(low, digits)}, {_fixed(high, digits)}]"
+
+
+def _fixed(number: float, digits: int) -> str:
+    return f"{round(number, digits) + 0.0:.{digits}f}"  # + 0.0 turns -0.0 into 0.0
+
+
+def with_intervals(table: pd.DataFrame, metrics: Sequence[str], labels: dict[str, str] | None = None) -> pd.DataFrame:
+    """Replace each metric and its ``_ci_low``/``_ci_high`` columns by one formatted column."""
+    shown = table.copy()
+    for metric in metrics:
+        shown[metric] = [
+            format_ci(value, low, high)
+            for value, low, high in zip(table[metric], table[f"{metric}_ci_low"], table[f"{metric}_ci_high"])
+        ]
+        shown = shown.drop(columns=[f"{metric}_ci_low", f"{metric}_ci_high"])
+    if "benchmark" in shown:
+        shown["benchmark"] = shown["benchmark"].astype(str).map(benchmark_label)
+    return shown.rename(columns={"model": "Model", "benchmark": "Benchmark", **(labels or {})})
+
+
+def write_table(table: pd.DataFrame, out_dir: Path, stem: str, display: pd.DataFrame | None = None,
+                caption: str | None = None) -> list[Path]:
+    """``<stem>.csv`` (full precision) and, when a ``display`` version (formatted for
+    reading) is given, ``<stem>.md`` and ``<stem>.tex`` (booktabs) of it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = out_dir / f"{stem}.csv"
+    table.to_csv(csv_path, index=False)
+    if display is None:
+        return [csv_path]
+    md_path, tex_path = out_dir / f"{stem}.md", out_dir / f"{stem}.tex"
+    md_path.write_text(markdown_table(display) + "\n")
+    tex_path.write_text(display.to_latex(
+        index=False, escape=True, float_format="%.1f", na_rep="", caption=caption,
+        label=f"tab:{stem.replace('_', '-')}",
+    ))
+    return [csv_path, md_path, tex_path]
+
+
+def markdown_table(display: pd.DataFrame) -> str:
+    """A GitHub Markdown table; floats get one decimal, strings are printed as given."""
+    if display.empty:
+        return "_(no rows)_"
+    numeric = [
+        pd.api.types.is_numeric_dtype(display[name])
+        or display[name].astype(str).str.fullmatch(r"[-+]?[0-9.]*").all()
+        for name in display.columns
+    ]
+    cells = display.copy()
+    for name in display.columns:
+        if pd.api.types.is_float_dtype(display[name]):
+            cells[name] = display[name].map(lambda value: "" if pd.isna(value) else f"{value:.1f}")
+    return cells.to_markdown(
+        index=False, disable_numparse=True, colalign=["right" if flag else "left" for flag in numeric]
+    )
+
+
+def apply_style() -> None:
+    """One look for every figure (Agg backend: no display needed). Figures use
+    constrained layout, so saving needs no extra tight-bbox pass."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({
+        "figure.dpi": 110,
+        "savefig.dpi": 150,
+        "font.size": 9,
+        "axes.titlesize": 10,
+        "axes.labelsize": 9,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "legend.frameon": False,
+        "legend.fontsize": 8,
+    })
+
+
+def save_figure(figure, out_dir: Path, stem: str) -> list[Path]:
+    """Write ``<stem>.png`` and ``<stem>.pdf`` and close the figure."""
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
+    for path in paths:
+        figure.savefig(path)
+    plt.close(figure)
+    return paths
