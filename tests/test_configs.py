@@ -19,8 +19,7 @@ def options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_experiment_preset_resolves(experiment: str) -> None:
-    cfg = compose([f"experiment={experiment}"], return_hydra_config=True)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = OmegaConf.to_container(compose([f"experiment={experiment}"]), resolve=True)
     assert resolved["model"]["name"] and resolved["benchmark"]["name"]
     assert resolved["grid"]["layer_spans"] and resolved["grid"]["temperatures"]
 
