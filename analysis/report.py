@@ -2,13 +2,14 @@
 
     python -m analysis.report --rollouts results/rollouts --out results/analysis
 
-writes ``tables/`` (CSV, Markdown, LaTeX), ``figures/`` (PNG, PDF), ``report.md``
-and ``report.html``. The paper's reported numbers (``results/paper_reported.csv``)
+writes ``tables/`` (CSV, Markdown, LaTeX), ``figures/`` (PNG, PDF), ``report.md``,
+``report.html`` and a copy of the headline ``oracles.csv`` at the top. The paper's reported numbers (``results/paper_reported.csv``)
 are shown beside ours where the rollouts cover the same model and benchmark.
 """
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -258,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     options = options_from_args(args)
     tables = build_tables(rollouts, options)
     written = write_tables(tables, args.out / "tables")
+    # The headline table also sits at the top of the output, where scripts and CI look for it.
+    shutil.copyfile(args.out / "tables" / "oracles.csv", args.out / "oracles.csv")
     figures = [] if args.no_figures else make_figures(tables, args.out / "figures")
     report = render_report(rollouts, tables, figures, paper, options, args.rollouts, args.out)
     (args.out / "report.md").write_text(report)

@@ -83,6 +83,7 @@ def test_report_assembles_tables_figures_and_the_papers_numbers(report_dir):
     for link in ("figures/oracle_bars.png", "figures/heatmap_qwen2.5-3b-instruct.png", "figures/cost.png"):
         assert (report_dir / link).is_file()
     assert (report_dir / "tables" / "oracles.csv").is_file()
+    assert (report_dir / "oracles.csv").read_bytes() == (report_dir / "tables" / "oracles.csv").read_bytes()
     html = (report_dir / "report.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and "<table>" in html and 'src="figures/oracle_bars.png"' in html
 
