@@ -9,7 +9,7 @@ TORCH_CPU ?= torch==2.13.0
 ROLLOUTS ?= results/rollouts
 ANALYSIS ?= results/analysis
 DEMO_DIR ?= results/demo
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-all demo tiny-model sweep reproduce analyze figures bench clean
