@@ -164,6 +164,7 @@ def apply_style() -> None:
     plt.rcParams.update({
         "figure.dpi": 110,
         "savefig.dpi": 150,
+        "savefig.bbox": "tight",
         "font.size": 9,
         "axes.titlesize": 10,
         "axes.labelsize": 9,

@@ -66,7 +66,8 @@ def _panels(count: int, columns: int = 3, width: float = 3.4, height: float = 2.
 
     columns = min(columns, count)
     rows = math.ceil(count / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False,
+    # A lone panel still needs room for the figure-wide title and legend.
+    figure, axes = plt.subplots(rows, columns, figsize=(max(width * columns, 6.8), height * rows), squeeze=False,
                                 layout="constrained")
     for axis in axes.flat[count:]:
         axis.set_visible(False)
