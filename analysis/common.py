@@ -184,6 +184,7 @@ def save_figure(figure, out_dir: Path, stem: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
     for path in paths:
-        figure.savefig(path)
+        # No creation date in the PDF, so regenerated figures are byte-identical.
+        figure.savefig(path, metadata={"CreationDate": None} if path.suffix == ".pdf" else None)
     plt.close(figure)
     return paths

@@ -121,3 +121,20 @@ def test_scripts_run_as_files_and_never_import_the_engine(rollout_dir, tmp_path)
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "oracles.csv").is_file()
+
+
+def test_saved_figures_are_byte_identical_when_regenerated(tmp_path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from analysis.common import save_figure
+
+    contents = []
+    for name in ("first", "second"):
+        figure, axis = plt.subplots()
+        axis.plot([0, 1, 2], [1, 0, 2])
+        paths = save_figure(figure, tmp_path / name, "figure")
+        contents.append([path.read_bytes() for path in paths])
+    assert contents[0] == contents[1]
