@@ -192,3 +192,19 @@ def test_multirun_sweep_over_two_grid_values_writes_both_cells(tmp_path, data_di
     records = read_records(tmp_path / "out" / "tiny-random-qwen2" / "math500" / "rollouts.jsonl")
     assert sorted({r["layer_span"] for r in records}) == [0, 2]
     assert len(records) == 2 * 3 and len({key(r) for r in records}) == 6
+
+
+def test_wandb_offline_run_records_cell_accuracy_summary(tmp_path, monkeypatch, data_dir) -> None:
+    from eglr.runner import cell_accuracy
+
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = compose(SMALL + ["grid.temperatures=[0.0]", "wandb.mode=offline", f"output_dir={tmp_path / 'out'}"])
+    run(cfg)
+    records = read_records(output_path(cfg))
+    summary = cell_accuracy(output_path(cfg), records[0]["settings_hash"])
+    for layer_span in (0, 2):
+        cell = [r["correct"] for r in records if r["layer_span"] == layer_span]
+        assert summary[f"accuracy/L{layer_span}_T0"] == sum(cell) / len(cell)
+    logs = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(logs) == 1 and b"accuracy/L2_T0" in logs[0].read_bytes()
