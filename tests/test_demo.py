@@ -35,3 +35,15 @@ def test_reduced_demo_end_to_end(tmp_path) -> None:
     # temperature-only: greedy + 4 samples; joint (balanced): 3 spans x (greedy + 2 samples)
     assert row["temperature_only_n"] == 5 and row["joint_n"] == 9
     assert list((out / "figures").glob("*.png")) and list((out / "figures").glob("*.pdf"))
+
+
+def test_committed_demo_meets_its_targets(repo_root) -> None:
+    """The committed `make demo` output: tiny-math greedy accuracy in 40-75%, temperature-only oracle above it."""
+    demo = repo_root / "results" / "demo"
+    oracles = pd.read_csv(demo / "oracles.csv")
+    row = oracles.set_index(["model", "benchmark"]).loc[("tiny-math", "arith")]
+    assert row["n_problems"] == 300
+    assert 40 <= row["greedy"] <= 75
+    assert row["temperature_only_ci_low"] > row["greedy"]
+    assert (demo / "report.md").is_file()
+    assert {path.suffix for path in (demo / "figures").iterdir()} == {".png", ".pdf"}
