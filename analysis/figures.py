@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import math
 import re
 import sys
@@ -27,11 +26,8 @@ from analysis.common import (  # noqa: E402
     CATEGORY_LABELS,
     POOL_COLORS,
     POOL_LABELS,
-    add_common_arguments,
-    add_selection_arguments,
     apply_style,
     benchmark_label,
-    load,
     save_figure,
 )
 from eglr.metrics import CATEGORIES  # noqa: E402
@@ -187,13 +183,9 @@ def cost_by_span(cost: pd.DataFrame, out_dir: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from analysis.tables import build_tables, options_from_args
+    from analysis.tables import tables_from_command_line
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(parser)
-    add_selection_arguments(parser)
-    args = parser.parse_args(argv)
-    tables = build_tables(load(args.rollouts), options_from_args(args))
+    args, tables = tables_from_command_line(argv, __doc__)
     for path in make_figures(tables, args.out):
         print(path)
     return 0

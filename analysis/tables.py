@@ -219,12 +219,17 @@ def options_from_args(args: argparse.Namespace) -> Options:
                    n_draws=args.n_draws, lm_head_cost=args.lm_head_cost)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def tables_from_command_line(argv: list[str] | None, description: str | None) -> tuple[argparse.Namespace, dict[str, pd.DataFrame]]:
+    """Parse the shared ``--rollouts/--out`` and selection options, then build every table."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
     add_selection_arguments(parser)
     args = parser.parse_args(argv)
-    tables = build_tables(load(args.rollouts), options_from_args(args))
+    return args, build_tables(load(args.rollouts), options_from_args(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, tables = tables_from_command_line(argv, __doc__)
     for path in write_tables(tables, args.out):
         print(path)
     return 0

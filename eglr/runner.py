@@ -160,7 +160,7 @@ def plan_batches(problems: list[Problem], cells: list[Cell], batch_size: int,
 class Generator:
     """The loaded model: turns a batch of rollouts into records (generated, decoded and graded)."""
 
-    def __init__(self, cfg: DictConfig) -> None:
+    def __init__(self, cfg: DictConfig, settings: str) -> None:
         import torch
 
         from eglr.engine import EGLRConfig
@@ -168,7 +168,6 @@ class Generator:
         from eglr.version import eglr_version
 
         self.cfg = cfg
-        self.torch = torch
         if cfg.get("torch_threads"):
             torch.set_num_threads(int(cfg.torch_threads))
         self.eglr_config = EGLRConfig
@@ -176,7 +175,7 @@ class Generator:
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
         self.prompt = PromptConfig(**OmegaConf.to_container(cfg.prompt, resolve=True))
         self.version = eglr_version()
-        self.hash = settings_hash(job_settings(cfg))
+        self.hash = settings
         self._prompt_ids: dict[str, list[int]] = {}
         if cfg.grade:
             from eglr.grading import GRADER_VERSION, grade
@@ -194,7 +193,7 @@ class Generator:
     def __call__(self, batch: list[Rollout]) -> list[dict[str, Any]]:
         from eglr.engine import generate
 
-        torch, cfg = self.torch, self.cfg
+        cfg = self.cfg
         encoded = self.tokenizer.pad({"input_ids": [self._encode(r.problem) for r in batch]},
                                      padding=True, return_tensors="pt")
         device = self.model.device
@@ -291,7 +290,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     written = 0
     todo = list(pending_batches(batches, store))
     if todo:
-        generator = Generator(cfg)
+        generator = Generator(cfg, store.settings_hash)
         tracker = _Tracker(cfg)
         with _progress(total, done, bool(cfg.progress)) as bar:
             for batch in todo:
