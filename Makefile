@@ -12,19 +12,28 @@ DEMO_DIR ?= results/demo
 PYTEST_ARGS ?= -n 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-all demo tiny-model sweep reproduce analyze figures bench clean
+.PHONY: help setup lock test test-all demo tiny-model sweep reproduce analyze figures bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH_CPU)"
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 setup: $(STAMP) ## Create .venv and install eglr with its CPU dependencies (torch pinned to the CPU wheel)
+
+lock: ## Re-resolve the newest dependencies within pyproject's ranges into constraints.txt (then run make test)
+	rm -rf $(VENV)-lock
+	$(PYTHON) -m venv $(VENV)-lock
+	$(VENV)-lock/bin/pip install --quiet "$(TORCH_CPU)"
+	$(VENV)-lock/bin/pip install --quiet -e ".[dev]"
+	{ sed -n '1,2p' constraints.txt; $(VENV)-lock/bin/pip freeze --exclude-editable | grep -iv '^torch=='; } > constraints.new
+	mv constraints.new constraints.txt
+	rm -rf $(VENV)-lock
 
 test: $(STAMP) ## Run the test suite (offline, CPU; slow tests excluded)
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)

@@ -21,6 +21,12 @@ what ``model.generate(do_sample=False)`` produces at temperature 0).
 In a batch, gating is per row: the top layers are re-applied to the whole batch,
 but only gated, not yet converged rows take the new hidden state, logits and
 keys/values; the others keep theirs (see :mod:`eglr.recursion`).
+
+The KV cache is :func:`eglr.cache.preallocated_cache`: room for prompt +
+``max_new_tokens`` positions is allocated once and each position is written in
+place, where transformers' dynamic cache concatenates (copies) every layer's
+cache at every step. Attention sees the same values in the same shapes, so the
+tokens are the same; the copy, which grows with context and batch, is gone.
 """
 from __future__ import annotations
 
@@ -31,8 +37,9 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import torch
-from transformers import DynamicCache, PreTrainedModel
+from transformers import PreTrainedModel
 
+from eglr.cache import preallocated_cache
 from eglr.logits import OutputHead, check_head_matches, decoder_layers, entropy, kl_divergence
 from eglr.recursion import KV_POLICIES, TopLayerRecursion
 from eglr.sampling import choose_tokens, draw_uniforms, row_generators, row_seeds, validate_sampling
@@ -208,7 +215,7 @@ def generate(
     seeds = row_seeds(seed, batch_size) if seed is not None or temperature > 0 else None
     generators = row_generators(seeds, device) if temperature > 0 else None
 
-    cache = DynamicCache(config=model.config)
+    cache = preallocated_cache(model.config, capacity=prompt_length + max_new_tokens)
     cache_argument = _cache_argument(model)
 
     def forward(tokens: torch.Tensor, kv_length: int, token_positions: torch.Tensor) -> torch.Tensor:

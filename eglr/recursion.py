@@ -9,12 +9,15 @@ output at the last position: the pre-norm hidden state ``h``.
 
 :meth:`TopLayerRecursion.reapply` then puts each top layer's cache entry back
 to its snapshot and calls the layer again with the recorded arguments and a new
-hidden state. transformers' dynamic cache layers never write into their tensors
-in place (``update`` concatenates into new tensors; sliding-window layers also
-slice and keep a counter), so restoring the snapshot is a zero-copy way to
-*replace* this position's keys/values instead of appending a second entry, and it
-works alike for full and sliding-window layers. Nothing is recomputed per
-iteration: masks and rotary embeddings are the recorded ones.
+hidden state. Restoring the snapshot rolls the layer's cache back to before it
+wrote the current position (its length and views for the engine's in-place
+cache, see :mod:`eglr.cache`; the previous tensors for transformers' own dynamic
+layers, which concatenate into new ones), so the re-applied layer writes this
+position's keys/values into the same slot: they are *replaced*, never appended a
+second time, for full and sliding-window layers alike. Where earlier values must
+survive (``keep_first``, and rows that sit an iteration out) only that one
+position is copied aside and written back. Nothing is recomputed per iteration:
+masks and rotary embeddings are the recorded ones.
 
 This is only valid for query length 1 (one new position per row), which is why
 the engine runs the last prompt token as a decoding step of its own.
@@ -40,6 +43,11 @@ def _cache_index(layer: nn.Module, position: int) -> int:
 def _snapshot(cache_layer: Any) -> dict[str, Any]:
     """References to a cache layer's state (tensors are shared, not copied)."""
     return dict(vars(cache_layer))
+
+
+def _position_entries(cache_layers: list[Any]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Copies of the current (last) position's keys and values in each cache layer."""
+    return [(layer.keys[:, :, -1:].clone(), layer.values[:, :, -1:].clone()) for layer in cache_layers]
 
 
 def _layer_output(output: Any) -> torch.Tensor:
@@ -74,7 +82,7 @@ class TopLayerRecursion:
         self.hidden: torch.Tensor | None = None
         self._calls: list[tuple[tuple, dict] | None] = [None] * layer_span
         self._before: list[dict[str, Any] | None] = [None] * layer_span
-        self._first_pass: list[dict[str, Any]] | None = None
+        self._first_pass: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._query_length = 0
         self._capturing = True
         self._handles: list[Any] = []
@@ -127,9 +135,9 @@ class TopLayerRecursion:
         if hidden.shape[1] != 1 or self._query_length != 1:
             raise RuntimeError("reapply() works on one new position per row (a forward with query length 1)")
         cache_layers = self._cache_layers()
-        current = [_snapshot(layer) for layer in cache_layers] if keep_rows is not None else None
-        if self._first_pass is None:
-            self._first_pass = [_snapshot(layer) for layer in cache_layers]
+        current = _position_entries(cache_layers) if keep_rows is not None else None
+        if self._first_pass is None and self.kv_policy == "keep_first":
+            self._first_pass = _position_entries(cache_layers)
         self._capturing = False
         try:
             for layer, cache_layer, (args, kwargs), before in zip(
@@ -147,19 +155,21 @@ class TopLayerRecursion:
         return hidden
 
     @staticmethod
-    def _restore_rows(cache_layers: list[Any], previous: list[dict[str, Any]], keep_rows: torch.Tensor) -> None:
-        """Write back the current position's keys/values of ``keep_rows`` (a slice assignment, no cache copy)."""
+    def _restore_rows(
+        cache_layers: list[Any], previous: list[tuple[torch.Tensor, torch.Tensor]], keep_rows: torch.Tensor
+    ) -> None:
+        """Write back the current position's keys/values of ``keep_rows`` (in place, one position)."""
         keep = keep_rows.view(-1, 1, 1, 1)
-        for cache_layer, state in zip(cache_layers, previous):
-            for name in ("keys", "values"):
-                new, old = getattr(cache_layer, name), state[name]
-                new[:, :, -1:] = torch.where(keep, old[:, :, -1:], new[:, :, -1:])
+        for cache_layer, (old_keys, old_values) in zip(cache_layers, previous):
+            cache_layer.keys[:, :, -1:] = torch.where(keep, old_keys, cache_layer.keys[:, :, -1:])
+            cache_layer.values[:, :, -1:] = torch.where(keep, old_values, cache_layer.values[:, :, -1:])
 
     def end_step(self) -> None:
         """Finish the current position: apply the KV policy and drop the recorded references."""
-        if self._first_pass is not None and self.kv_policy == "keep_first":
-            for cache_layer, state in zip(self._cache_layers(), self._first_pass):
-                vars(cache_layer).update(state)
+        if self._first_pass is not None:
+            for cache_layer, (first_keys, first_values) in zip(self._cache_layers(), self._first_pass):
+                cache_layer.keys[:, :, -1:] = first_keys
+                cache_layer.values[:, :, -1:] = first_values
         self._first_pass = None
         self._calls = [None] * len(self._calls)
         self._before = [None] * len(self._before)

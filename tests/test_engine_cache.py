@@ -16,12 +16,18 @@ import pytest
 import torch
 from transformers import CohereConfig, CohereForCausalLM, DynamicCache, GraniteConfig, GraniteForCausalLM
 
+from eglr.cache import preallocated_cache
 from eglr.logits import decoder_layers, head_logits
 from eglr.recursion import TopLayerRecursion
 from tiny_models import ARCHITECTURES, left_pad, random_prompts, tiny_model
 
 LAYER_SPAN = 2
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
+# transformers' own cache (concatenates) and the engine's (writes in place; a small capacity makes it grow).
+CACHES = {
+    "dynamic": lambda config: DynamicCache(config=config),
+    "preallocated": lambda config: preallocated_cache(config, capacity=4),
+}
 
 
 def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -55,10 +61,10 @@ def top_layers_reference(reference_model, input_ids, attention_mask, replacement
 class CachedRun:
     """The engine's own machinery, driven by hand: prefill, then one-token steps with hooks."""
 
-    def __init__(self, model, input_ids, attention_mask, kv_policy):
+    def __init__(self, model, input_ids, attention_mask, kv_policy, cache_kind):
         self.model = model
         self.mask = attention_mask
-        self.cache = DynamicCache(config=model.config)
+        self.cache = CACHES[cache_kind](model.config)
         self.recursion = TopLayerRecursion(model, self.cache, LAYER_SPAN, kv_policy).__enter__()
         positions = _positions(attention_mask)
         model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1], position_ids=positions[:, :-1],
@@ -86,12 +92,13 @@ def batch():
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 @torch.inference_mode()
-def test_reapplication_and_next_token_match_cache_free_references(architecture, batch):
+@pytest.mark.parametrize("cache_kind", CACHES)
+def test_reapplication_and_next_token_match_cache_free_references(architecture, batch, cache_kind):
     model = tiny_model(architecture)
     reference_model = copy.deepcopy(model)
     input_ids, mask = batch
     last = input_ids.shape[1] - 1
-    run = CachedRun(model, input_ids, mask, "overwrite")
+    run = CachedRun(model, input_ids, mask, "overwrite", cache_kind)
     h0 = run.recursion.hidden
 
     plain = top_layers_reference(reference_model, input_ids, mask, {})
@@ -116,11 +123,12 @@ def test_reapplication_and_next_token_match_cache_free_references(architecture, 
 
 @pytest.mark.parametrize("architecture", ["mistral", "gemma2"])
 @torch.inference_mode()
-def test_keep_first_next_token_sees_first_pass(architecture, batch):
+@pytest.mark.parametrize("cache_kind", CACHES)
+def test_keep_first_next_token_sees_first_pass(architecture, batch, cache_kind):
     model = tiny_model(architecture)
     reference_model = copy.deepcopy(model)
     input_ids, mask = batch
-    run = CachedRun(model, input_ids, mask, "keep_first")
+    run = CachedRun(model, input_ids, mask, "keep_first", cache_kind)
     h1 = run.recursion.reapply(run.recursion.hidden)
     run.recursion.reapply(h1)
     next_tokens = torch.tensor([5, 6, 7])
@@ -135,13 +143,14 @@ def test_keep_first_next_token_sees_first_pass(architecture, batch):
 
 @pytest.mark.parametrize("architecture", ["llama", "gemma2"])
 @torch.inference_mode()
-def test_frozen_rows_keep_their_previous_iterate(architecture, batch):
+@pytest.mark.parametrize("cache_kind", CACHES)
+def test_frozen_rows_keep_their_previous_iterate(architecture, batch, cache_kind):
     """Rows excluded from an iteration keep the keys/values of the iterate they stopped at."""
     model = tiny_model(architecture)
     reference_model = copy.deepcopy(model)
     input_ids, mask = batch
     last = input_ids.shape[1] - 1
-    run = CachedRun(model, input_ids, mask, "overwrite")
+    run = CachedRun(model, input_ids, mask, "overwrite", cache_kind)
     h0 = run.recursion.hidden
     h1 = run.recursion.reapply(h0)
     frozen = torch.tensor([True, False, True])
@@ -161,7 +170,7 @@ def test_frozen_rows_keep_their_previous_iterate(architecture, batch):
 def test_head_matches_model_logits_with_softcapping():
     model = tiny_model("gemma2")
     input_ids, mask = left_pad(random_prompts([11, 14], seed=5))
-    run = CachedRun(model, input_ids, mask, "overwrite")
+    run = CachedRun(model, input_ids, mask, "overwrite", "preallocated")
     ours = head_logits(model, run.recursion.hidden)[:, 0]
     torch.testing.assert_close(ours, run.logits, **TOLERANCE)
     uncapped = model.lm_head(model.model.norm(run.recursion.hidden))[:, 0]
@@ -183,7 +192,7 @@ def test_head_handles_logit_scales(family):
     torch.manual_seed(0)
     model = model_class(config).eval()
     input_ids = torch.randint(3, 64, (2, 9))
-    run = CachedRun(model, input_ids, torch.ones_like(input_ids), "overwrite")
+    run = CachedRun(model, input_ids, torch.ones_like(input_ids), "overwrite", "preallocated")
     torch.testing.assert_close(head_logits(model, run.recursion.hidden)[:, 0], run.logits, **TOLERANCE)
     unscaled = model.lm_head(model.model.norm(run.recursion.hidden))[:, 0]
     torch.testing.assert_close(unscaled / 4.0, run.logits, **TOLERANCE)

@@ -1,0 +1,186 @@
+"""A KV cache that writes each new position in place instead of concatenating.
+
+transformers' ``DynamicCache`` grows every layer's keys and values with
+``torch.cat`` at every decoding step, i.e. it copies the whole cache once per
+token per layer. At batch 8 and a few hundred positions that copy costs as much
+as a large share of the step's matrix products on a CPU. The layers here
+allocate room for ``capacity`` positions on their first write, copy each new
+position into the next free slots and hand attention a view of the filled part.
+The views hold exactly the values ``DynamicCache`` would have concatenated, in
+the same shapes, so attention computes the same numbers; only the copy is gone.
+
+Full-attention and sliding-window layers are both covered (a sliding layer keeps
+every position and shows attention the last ``sliding_window - 1`` plus the new
+ones, as transformers' sliding layer does). Layers of any other kind (linear
+attention, quantised, ...) are left as the model's config made them.
+
+A layer's whole state is its attributes (buffers, a length, the views), so a
+shallow copy of ``vars(layer)`` taken before a write and put back afterwards
+rolls the layer back to before that write; the next write then lands in the
+same slot. :mod:`eglr.recursion` relies on this to overwrite the current
+position's keys/values when it re-applies the top layers.
+"""
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache, PretrainedConfig
+from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+
+def _checked_capacity(capacity: int) -> int:
+    if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+        raise ValueError(f"capacity must be an int >= 1, got {capacity!r}")
+    return capacity
+
+
+def _allocate(like: torch.Tensor, capacity: int) -> torch.Tensor:
+    """Uninitialised [batch, heads, capacity, head_dim] storage shaped after ``like``."""
+    batch, heads, _, head_dim = like.shape
+    return like.new_empty((batch, heads, capacity, head_dim))
+
+
+def _write(layer: DynamicLayer, key_states: torch.Tensor, value_states: torch.Tensor, start: int) -> int:
+    """Copy new keys/values into ``layer``'s buffers at ``start``; return the new filled length."""
+    end = start + key_states.shape[-2]
+    if layer.key_buffer is None:
+        capacity = max(layer.capacity, end)
+        layer.key_buffer = _allocate(key_states, capacity)
+        layer.value_buffer = _allocate(value_states, capacity)
+    elif end > layer.key_buffer.shape[-2]:
+        capacity = max(2 * layer.key_buffer.shape[-2], end)
+        for name in ("key_buffer", "value_buffer"):
+            old = getattr(layer, name)
+            new = _allocate(old, capacity)
+            new[:, :, :start] = old[:, :, :start]
+            setattr(layer, name, new)
+    layer.key_buffer[:, :, start:end] = key_states
+    layer.value_buffer[:, :, start:end] = value_states
+    return end
+
+
+class PreallocatedLayer(DynamicLayer):
+    """A full-attention cache layer with in-place writes into a preallocated buffer."""
+
+    def __init__(self, capacity: int, **kwargs: object) -> None:
+        super().__init__()
+        self.capacity = _checked_capacity(capacity)
+        self.key_buffer: torch.Tensor | None = None
+        self.value_buffer: torch.Tensor | None = None
+        self.length = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.device = key_states.device
+        self.is_initialized = True
+
+    def _show(self, start: int, end: int) -> None:
+        self.keys = self.key_buffer[:, :, start:end]
+        self.values = self.value_buffer[:, :, start:end]
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        self.length = _write(self, key_states, value_states, self.length)
+        self._show(0, self.length)
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove > 0:
+            raise ValueError(f"crop takes a negative number of tokens to remove, got {tokens_to_remove}")
+        if tokens_to_remove == 0 or not self.is_initialized:
+            return
+        self.length = max(0, self.length + tokens_to_remove)
+        self._show(0, self.length)
+
+    def reset(self) -> None:
+        self.key_buffer = self.value_buffer = self.keys = self.values = None
+        self.length = 0
+        self.is_initialized = False
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.is_initialized and self.key_buffer is not None:
+            self.key_buffer = self.key_buffer[indices].contiguous()
+            self.value_buffer = self.value_buffer[indices].contiguous()
+            self._show(0, self.length)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.is_initialized and self.key_buffer is not None:
+            self.key_buffer = self.key_buffer.repeat_interleave(repeats, dim=0)
+            self.value_buffer = self.value_buffer.repeat_interleave(repeats, dim=0)
+            self._show(0, self.length)
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self.batch_select_indices(beam_idx.to(self.device))
+
+
+class PreallocatedSlidingWindowLayer(DynamicSlidingWindowLayer):
+    """A sliding-window cache layer with in-place writes; attention sees what transformers' layer shows it.
+
+    Every position is kept (so the layer can always be cropped back); the
+    visible part is the last ``sliding_window - 1`` positions before a write and
+    those plus the new positions in the states ``update`` returns.
+    """
+
+    def __init__(self, sliding_window: int, capacity: int, **kwargs: object) -> None:
+        super().__init__(sliding_window=sliding_window)
+        self.capacity = _checked_capacity(capacity)
+        self.key_buffer: torch.Tensor | None = None
+        self.value_buffer: torch.Tensor | None = None
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.device = key_states.device
+        self._sliding_window_tensor = self._sliding_window_tensor.to(self.device)
+        self.is_initialized = True
+
+    def _show(self, start: int, end: int) -> None:
+        self.keys = self.key_buffer[:, :, start:end]
+        self.values = self.value_buffer[:, :, start:end]
+
+    def _kept_start(self, end: int) -> int:
+        return max(0, end - (self.sliding_window - 1))
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        visible_start = self._kept_start(self.cumulative_length)
+        end = _write(self, key_states, value_states, self.cumulative_length)
+        self.cumulative_length = end
+        full_keys = self.key_buffer[:, :, visible_start:end]
+        full_values = self.value_buffer[:, :, visible_start:end]
+        self._show(self._kept_start(end), end)
+        return full_keys, full_values
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove > 0:
+            raise ValueError(f"crop takes a negative number of tokens to remove, got {tokens_to_remove}")
+        if tokens_to_remove == 0 or not self.is_initialized:
+            return
+        self.cumulative_length = max(0, self.cumulative_length + tokens_to_remove)
+        self._show(self._kept_start(self.cumulative_length), self.cumulative_length)
+
+    def reset(self) -> None:
+        self.key_buffer = self.value_buffer = self.keys = self.values = None
+        self.cumulative_length = 0
+        self.is_initialized = False
+
+
+def preallocated_cache(config: PretrainedConfig, capacity: int) -> DynamicCache:
+    """A ``DynamicCache`` for ``config`` whose attention layers write in place into room for ``capacity`` positions.
+
+    ``capacity`` is a hint (prompt length + new tokens); a layer that needs more
+    doubles its buffers. Layer kinds other than transformers' plain full and
+    sliding-window layers are kept as they are.
+    """
+    cache = DynamicCache(config=config)
+    for index, layer in enumerate(cache.layers):
+        if type(layer) is DynamicLayer:
+            cache.layers[index] = PreallocatedLayer(capacity)
+        elif type(layer) is DynamicSlidingWindowLayer:
+            cache.layers[index] = PreallocatedSlidingWindowLayer(layer.sliding_window, capacity)
+    return cache

@@ -1,0 +1,120 @@
+"""The preallocated KV cache shows attention exactly what transformers' dynamic cache shows it."""
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+from eglr.cache import PreallocatedLayer, PreallocatedSlidingWindowLayer, preallocated_cache
+from tiny_models import ARCHITECTURES, SLIDING_WINDOW, left_pad, random_prompts, tiny_model
+
+STEPS = SLIDING_WINDOW + 6
+
+
+def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+class Decoder:
+    """Greedy one-token-at-a-time decoding of a left-padded batch with a given cache."""
+
+    def __init__(self, model, cache, input_ids, attention_mask):
+        self.model, self.cache, self.mask = model, cache, attention_mask
+        self.position = _positions(attention_mask)
+        self.logits = self._forward(input_ids)
+        self.position = self.position[:, -1:]
+
+    def _forward(self, tokens):
+        output = self.model(input_ids=tokens, attention_mask=self.mask, position_ids=self.position,
+                            cache=self.cache, use_cache=True, logits_to_keep=1)
+        return output.logits[:, -1]
+
+    def step(self, tokens):
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
+        self.position = self.position + 1
+        self.logits = self._forward(tokens[:, None])
+
+    def crop(self, tokens_to_remove):
+        for layer in self.cache.layers:
+            layer.crop(-tokens_to_remove)
+        self.mask = self.mask[:, :-tokens_to_remove]
+        self.position = self.position - tokens_to_remove
+
+
+def assert_same_state(dynamic: DynamicCache, preallocated: DynamicCache) -> None:
+    for index, (expected, actual) in enumerate(zip(dynamic.layers, preallocated.layers)):
+        assert actual.get_seq_length() == expected.get_seq_length(), index
+        assert actual.get_mask_sizes(1) == expected.get_mask_sizes(1), index
+        assert torch.equal(actual.keys, expected.keys), index
+        assert torch.equal(actual.values, expected.values), index
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@torch.inference_mode()
+def test_decoding_is_bit_identical_to_the_dynamic_cache(architecture):
+    """Logits and visible keys/values match DynamicCache exactly, past the sliding window and
+    through buffer growth (the capacity is smaller than the prompt)."""
+    model = tiny_model(architecture)
+    input_ids, mask = left_pad(random_prompts([9, 5, 7], seed=1))
+    dynamic = Decoder(model, DynamicCache(config=model.config), input_ids, mask)
+    preallocated = Decoder(model, preallocated_cache(model.config, capacity=3), input_ids, mask)
+    for step in range(STEPS):
+        assert torch.equal(preallocated.logits, dynamic.logits), step
+        assert_same_state(dynamic.cache, preallocated.cache)
+        tokens = dynamic.logits.argmax(-1)
+        dynamic.step(tokens)
+        preallocated.step(tokens)
+
+
+@pytest.mark.parametrize("architecture", ["llama", "mistral", "gemma2"])
+@torch.inference_mode()
+def test_crop_rolls_back_even_past_the_sliding_window(architecture):
+    """After crop(-2), decoding continues exactly as if the last two tokens had never been fed."""
+    model = tiny_model(architecture)
+    input_ids, mask = left_pad(random_prompts([9, 5, 7], seed=2))
+    preallocated = Decoder(model, preallocated_cache(model.config, capacity=64), input_ids, mask)
+    fed = []
+    for _ in range(STEPS):
+        tokens = preallocated.logits.argmax(-1)
+        fed.append(tokens)
+        preallocated.step(tokens)
+    preallocated.crop(2)
+    reference = Decoder(model, DynamicCache(config=model.config), input_ids, mask)
+    for tokens in fed[:-2]:
+        reference.step(tokens)
+    replacement = torch.tensor([3, 4, 5])
+    preallocated.step(replacement)
+    reference.step(replacement)
+    assert torch.equal(preallocated.logits, reference.logits)
+
+
+def test_layer_kinds_follow_the_config():
+    kinds = {architecture: [type(layer) for layer in preallocated_cache(tiny_model(architecture).config, 8).layers]
+             for architecture in ("llama", "mistral", "gemma2")}
+    assert set(kinds["llama"]) == {PreallocatedLayer}
+    assert set(kinds["mistral"]) == {PreallocatedSlidingWindowLayer}
+    assert kinds["gemma2"][:2] == [PreallocatedSlidingWindowLayer, PreallocatedLayer]
+    assert not any(kind in (DynamicLayer, DynamicSlidingWindowLayer) for layers in kinds.values() for kind in layers)
+
+
+@pytest.mark.parametrize("layer", [PreallocatedLayer(4), PreallocatedSlidingWindowLayer(sliding_window=3, capacity=4)])
+def test_restoring_a_shallow_snapshot_makes_the_next_write_replace_the_position(layer):
+    """What eglr.recursion relies on: vars() before a write, put back, and the next write lands in the same slot."""
+    shape = (2, 1, 1, 4)
+    for position in range(5):
+        layer.update(torch.full(shape, float(position)), torch.full(shape, -float(position)))
+    before = dict(vars(layer))
+    layer.update(torch.full(shape, 100.0), torch.full(shape, -100.0))
+    vars(layer).update(before)
+    keys, values = layer.update(torch.full(shape, 7.0), torch.full(shape, -7.0))
+    assert layer.get_seq_length() == 6
+    assert keys[0, 0, :, 0].tolist() == ([0.0, 1.0, 2.0, 3.0, 4.0, 7.0] if not layer.is_sliding else [3.0, 4.0, 7.0])
+    assert torch.equal(values, -keys)
+    assert layer.keys[0, 0, -1, 0].item() == 7.0
+
+
+@pytest.mark.parametrize("capacity", [0, -3, 2.5, True])
+def test_bad_capacity_is_rejected(capacity):
+    with pytest.raises(ValueError, match="capacity"):
+        preallocated_cache(tiny_model("llama").config, capacity)
