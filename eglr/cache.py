@@ -27,97 +27,115 @@ from transformers import DynamicCache, PretrainedConfig
 from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 
-def _checked_capacity(capacity: int) -> int:
-    if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-        raise ValueError(f"capacity must be an int >= 1, got {capacity!r}")
-    return capacity
-
-
 def _allocate(like: torch.Tensor, capacity: int) -> torch.Tensor:
     """Uninitialised [batch, heads, capacity, head_dim] storage shaped after ``like``."""
     batch, heads, _, head_dim = like.shape
     return like.new_empty((batch, heads, capacity, head_dim))
 
 
-def _write(layer: DynamicLayer, key_states: torch.Tensor, value_states: torch.Tensor, start: int) -> int:
-    """Copy new keys/values into ``layer``'s buffers at ``start``; return the new filled length."""
-    end = start + key_states.shape[-2]
-    if layer.key_buffer is None:
-        capacity = max(layer.capacity, end)
-        layer.key_buffer = _allocate(key_states, capacity)
-        layer.value_buffer = _allocate(value_states, capacity)
-    elif end > layer.key_buffer.shape[-2]:
-        capacity = max(2 * layer.key_buffer.shape[-2], end)
-        for name in ("key_buffer", "value_buffer"):
-            old = getattr(layer, name)
-            new = _allocate(old, capacity)
-            new[:, :, :start] = old[:, :, :start]
-            setattr(layer, name, new)
-    layer.key_buffer[:, :, start:end] = key_states
-    layer.value_buffer[:, :, start:end] = value_states
-    return end
+class _InPlaceBuffers:
+    """Key/value buffers with room for ``capacity`` positions, doubled when a write needs more."""
+
+    def _init_buffers(self, capacity: int) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"capacity must be an int >= 1, got {capacity!r}")
+        self.capacity = capacity
+        self.key_buffer: torch.Tensor | None = None
+        self.value_buffer: torch.Tensor | None = None
+
+    def _write(self, key_states: torch.Tensor, value_states: torch.Tensor, start: int) -> int:
+        """Copy new keys/values into the buffers at ``start``; return the new filled length."""
+        end = start + key_states.shape[-2]
+        if self.key_buffer is None:
+            self.device = key_states.device
+            self.key_buffer = _allocate(key_states, max(self.capacity, end))
+            self.value_buffer = _allocate(value_states, max(self.capacity, end))
+        elif end > self.key_buffer.shape[-2]:
+            capacity = max(2 * self.key_buffer.shape[-2], end)
+            for name in ("key_buffer", "value_buffer"):
+                old = getattr(self, name)
+                new = _allocate(old, capacity)
+                new[:, :, :start] = old[:, :, :start]
+                setattr(self, name, new)
+        self.key_buffer[:, :, start:end] = key_states
+        self.value_buffer[:, :, start:end] = value_states
+        return end
+
+    def _show(self, start: int, end: int) -> None:
+        """Point ``keys``/``values`` (what the cache reports as held) at positions start..end-1."""
+        self.keys = self.key_buffer[:, :, start:end]
+        self.values = self.value_buffer[:, :, start:end]
+
+    def _visible(self) -> tuple[int, int]:
+        """The positions the cache currently reports as held (``keys``/``values``)."""
+        raise NotImplementedError
+
+    def _refresh_view(self) -> None:
+        self._show(*self._visible())
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.key_buffer is not None:
+            self.key_buffer = self.key_buffer[indices].contiguous()
+            self.value_buffer = self.value_buffer[indices].contiguous()
+            self._refresh_view()
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.key_buffer is not None:
+            self.key_buffer = self.key_buffer.repeat_interleave(repeats, dim=0)
+            self.value_buffer = self.value_buffer.repeat_interleave(repeats, dim=0)
+            self._refresh_view()
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self.batch_select_indices(beam_idx.to(self.device))
+
+    def _drop_buffers(self) -> None:
+        self.key_buffer = self.value_buffer = self.keys = self.values = None
+        self.is_initialized = False
 
 
-class PreallocatedLayer(DynamicLayer):
+def _check_crop(tokens_to_remove: int) -> None:
+    if tokens_to_remove > 0:
+        raise ValueError(f"crop takes a negative number of tokens to remove, got {tokens_to_remove}")
+
+
+class PreallocatedLayer(_InPlaceBuffers, DynamicLayer):
     """A full-attention cache layer with in-place writes into a preallocated buffer."""
 
     def __init__(self, capacity: int, **kwargs: object) -> None:
         super().__init__()
-        self.capacity = _checked_capacity(capacity)
-        self.key_buffer: torch.Tensor | None = None
-        self.value_buffer: torch.Tensor | None = None
+        self._init_buffers(capacity)
         self.length = 0
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        self.device = key_states.device
         self.is_initialized = True
-
-    def _show(self, start: int, end: int) -> None:
-        self.keys = self.key_buffer[:, :, start:end]
-        self.values = self.value_buffer[:, :, start:end]
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        self.length = _write(self, key_states, value_states, self.length)
-        self._show(0, self.length)
+        self.length = self._write(key_states, value_states, self.length)
+        self._refresh_view()
         return self.keys, self.values
 
     def get_seq_length(self) -> int:
         return self.length
 
     def crop(self, tokens_to_remove: int) -> None:
-        if tokens_to_remove > 0:
-            raise ValueError(f"crop takes a negative number of tokens to remove, got {tokens_to_remove}")
-        if tokens_to_remove == 0 or not self.is_initialized:
-            return
-        self.length = max(0, self.length + tokens_to_remove)
-        self._show(0, self.length)
+        _check_crop(tokens_to_remove)
+        if tokens_to_remove < 0 and self.key_buffer is not None:
+            self.length = max(0, self.length + tokens_to_remove)
+            self._refresh_view()
 
     def reset(self) -> None:
-        self.key_buffer = self.value_buffer = self.keys = self.values = None
+        self._drop_buffers()
         self.length = 0
-        self.is_initialized = False
 
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.is_initialized and self.key_buffer is not None:
-            self.key_buffer = self.key_buffer[indices].contiguous()
-            self.value_buffer = self.value_buffer[indices].contiguous()
-            self._show(0, self.length)
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        if self.is_initialized and self.key_buffer is not None:
-            self.key_buffer = self.key_buffer.repeat_interleave(repeats, dim=0)
-            self.value_buffer = self.value_buffer.repeat_interleave(repeats, dim=0)
-            self._show(0, self.length)
-
-    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        self.batch_select_indices(beam_idx.to(self.device))
+    def _visible(self) -> tuple[int, int]:
+        return 0, self.length
 
 
-class PreallocatedSlidingWindowLayer(DynamicSlidingWindowLayer):
+class PreallocatedSlidingWindowLayer(_InPlaceBuffers, DynamicSlidingWindowLayer):
     """A sliding-window cache layer with in-place writes; attention sees what transformers' layer shows it.
 
     Every position is kept (so the layer can always be cropped back); the
@@ -127,21 +145,17 @@ class PreallocatedSlidingWindowLayer(DynamicSlidingWindowLayer):
 
     def __init__(self, sliding_window: int, capacity: int, **kwargs: object) -> None:
         super().__init__(sliding_window=sliding_window)
-        self.capacity = _checked_capacity(capacity)
-        self.key_buffer: torch.Tensor | None = None
-        self.value_buffer: torch.Tensor | None = None
+        self._init_buffers(capacity)
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        self.device = key_states.device
-        self._sliding_window_tensor = self._sliding_window_tensor.to(self.device)
+        self._sliding_window_tensor = self._sliding_window_tensor.to(key_states.device)
         self.is_initialized = True
-
-    def _show(self, start: int, end: int) -> None:
-        self.keys = self.key_buffer[:, :, start:end]
-        self.values = self.value_buffer[:, :, start:end]
 
     def _kept_start(self, end: int) -> int:
         return max(0, end - (self.sliding_window - 1))
+
+    def _visible(self) -> tuple[int, int]:
+        return self._kept_start(self.cumulative_length), self.cumulative_length
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
@@ -149,25 +163,22 @@ class PreallocatedSlidingWindowLayer(DynamicSlidingWindowLayer):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         visible_start = self._kept_start(self.cumulative_length)
-        end = _write(self, key_states, value_states, self.cumulative_length)
+        end = self._write(key_states, value_states, self.cumulative_length)
         self.cumulative_length = end
         full_keys = self.key_buffer[:, :, visible_start:end]
         full_values = self.value_buffer[:, :, visible_start:end]
-        self._show(self._kept_start(end), end)
+        self._refresh_view()
         return full_keys, full_values
 
     def crop(self, tokens_to_remove: int) -> None:
-        if tokens_to_remove > 0:
-            raise ValueError(f"crop takes a negative number of tokens to remove, got {tokens_to_remove}")
-        if tokens_to_remove == 0 or not self.is_initialized:
-            return
-        self.cumulative_length = max(0, self.cumulative_length + tokens_to_remove)
-        self._show(self._kept_start(self.cumulative_length), self.cumulative_length)
+        _check_crop(tokens_to_remove)
+        if tokens_to_remove < 0 and self.key_buffer is not None:
+            self.cumulative_length = max(0, self.cumulative_length + tokens_to_remove)
+            self._refresh_view()
 
     def reset(self) -> None:
-        self.key_buffer = self.value_buffer = self.keys = self.values = None
+        self._drop_buffers()
         self.cumulative_length = 0
-        self.is_initialized = False
 
 
 def preallocated_cache(config: PretrainedConfig, capacity: int) -> DynamicCache:

@@ -118,3 +118,24 @@ def test_restoring_a_shallow_snapshot_makes_the_next_write_replace_the_position(
 def test_bad_capacity_is_rejected(capacity):
     with pytest.raises(ValueError, match="capacity"):
         preallocated_cache(tiny_model("llama").config, capacity)
+
+
+@pytest.mark.parametrize("make_layer", [lambda: PreallocatedLayer(2),
+                                        lambda: PreallocatedSlidingWindowLayer(sliding_window=4, capacity=2)])
+def test_row_selection_repetition_and_reset_keep_buffers_and_views_consistent(make_layer):
+    layer = make_layer()
+    keys = torch.arange(3 * 5, dtype=torch.float32).view(3, 1, 5, 1)
+    layer.update(keys, -keys)
+    visible = keys[:, :, -layer.keys.shape[-2]:]
+    layer.batch_select_indices(torch.tensor([2, 0]))
+    assert torch.equal(layer.keys, visible[[2, 0]]) and torch.equal(layer.values, -visible[[2, 0]])
+    layer.batch_repeat_interleave(2)
+    assert torch.equal(layer.keys, visible[[2, 2, 0, 0]])
+    new = torch.full((4, 1, 1, 1), 99.0)
+    returned_keys, _ = layer.update(new, -new)
+    assert returned_keys[:, 0, -1, 0].tolist() == [99.0] * 4
+    assert torch.equal(returned_keys[:, :, :-1][:, :, -(layer.keys.shape[-2] - 1):], layer.keys[:, :, :-1])
+    layer.reset()
+    assert layer.get_seq_length() == 0 and layer.keys is None
+    layer.update(new, -new)
+    assert layer.get_seq_length() == 1 and torch.equal(layer.keys, new)
