@@ -12,7 +12,7 @@ DEMO_DIR ?= results/demo
 PYTEST_ARGS ?= -n 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock test test-all demo tiny-model sweep reproduce analyze figures bench clean
+.PHONY: help setup lock gpu-check test test-all demo tiny-model sweep reproduce analyze figures bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -64,6 +64,10 @@ bench: $(STAMP) ## Benchmarks of the engine, grader and analysis; figures go to 
 	$(PY) scripts/bench_engine.py
 	$(PY) scripts/bench_grader.py
 	$(PY) scripts/bench_analysis.py
+
+gpu-check: ## In the GPU environment (environment.yml, activated): the CUDA tests, then the engine benchmark in bf16
+	$(PYTHON) -m pytest tests/test_engine.py tests/test_kv_cache.py -k cuda -p no:xdist -v
+	$(PYTHON) scripts/bench_engine.py --device cuda --dtype bfloat16 --threads 4
 
 clean: ## Remove caches and Hydra outputs (never results/)
 	rm -rf outputs multirun .pytest_cache

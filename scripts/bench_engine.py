@@ -43,7 +43,9 @@ Each repeat runs generate, L = 0 and EGLR back to back; a ratio is the median
 over repeats of the ratio within a repeat (throughputs use median times). The
 ratios use process CPU time: the runs are single-threaded (``--threads 1``) and
 the machine is shared, so wall time mostly measures the other tenants;
-wall-clock ratios are reported alongside.
+wall-clock ratios are reported alongside. ``--device cuda --dtype bfloat16`` runs
+the same comparisons on a GPU, timed in wall-clock time with the GPU synchronised
+before and after each run (``make gpu-check``).
 
 Two facts to read the numbers by. Apart from the cache, the L = 0 path runs
 exactly the forward passes ``model.generate`` runs (same masks and
@@ -67,9 +69,10 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from eglr import EGLRConfig, generate
+from eglr.cache import preallocated_cache
 from eglr.logits import OutputHead, decoder_layers, entropy
 from eglr.recursion import TopLayerRecursion
 
@@ -93,17 +96,20 @@ TARGET_GATED_FRACTION = 0.10
 HEAD_STD = 3.0 / MODEL["hidden_size"] ** 0.5
 
 
-def build_model() -> LlamaForCausalLM:
+def build_model(device: str = "cpu", dtype: torch.dtype = torch.float32) -> LlamaForCausalLM:
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(**MODEL)).eval()
     with torch.no_grad():
         model.get_output_embeddings().weight.normal_(0.0, HEAD_STD)
+    model = model.to(device=device, dtype=dtype)
     model.generation_config.eos_token_id = None
     model.generation_config.pad_token_id = 0
     return model
 
 
-def random_batch(batch_size: int, prompt_length: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def random_batch(
+    batch_size: int, prompt_length: int, seed: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded random prompts of lengths between prompt_length / 2 and prompt_length."""
     generator = torch.Generator().manual_seed(seed)
     lengths = torch.randint(prompt_length // 2, prompt_length + 1, (batch_size,), generator=generator)
@@ -113,7 +119,7 @@ def random_batch(batch_size: int, prompt_length: int, seed: int) -> tuple[torch.
     for row, length in enumerate(lengths.tolist()):
         input_ids[row, prompt_length - length:] = torch.randint(3, MODEL["vocab_size"], (length,), generator=generator)
         attention_mask[row, prompt_length - length:] = 1
-    return input_ids, attention_mask
+    return input_ids.to(device), attention_mask.to(device)
 
 
 @torch.inference_mode()
@@ -164,24 +170,25 @@ def multiply_adds(model, context: float) -> dict[str, float]:
 
 @torch.inference_mode()
 def iteration_over_step(model, input_ids, attention_mask, repeats: int = 30) -> float:
-    """Median CPU time of one re-application (top layers + head) over that of one decoding step.
+    """Median time of one re-application (top layers + head) over that of one decoding step.
 
     Both are timed back to back at the same position and context many times (the
     cache is cropped after each round), which is far less noisy than whole runs.
     """
-    cache = DynamicCache(config=model.config)
+    cache = preallocated_cache(model.config, capacity=input_ids.shape[1])
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     head = OutputHead.of(model)
     ratios = []
+    clock = _clock(model)
     with TopLayerRecursion(model, cache, LAYER_SPAN) as recursion:
         model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1], position_ids=positions[:, :-1],
               cache=cache, use_cache=True)
         recursion.end_step()
         for _ in range(repeats):
-            _, step_seconds = timed(lambda: model(input_ids=input_ids[:, -1:], attention_mask=attention_mask,
-                                                  position_ids=positions[:, -1:], cache=cache, use_cache=True,
-                                                  logits_to_keep=1))
-            _, iteration_seconds = timed(lambda: head(recursion.reapply(recursion.hidden)))
+            step_seconds = timed(lambda: model(input_ids=input_ids[:, -1:], attention_mask=attention_mask,
+                                               position_ids=positions[:, -1:], cache=cache, use_cache=True,
+                                               logits_to_keep=1))[clock]
+            iteration_seconds = timed(lambda: head(recursion.reapply(recursion.hidden)))[clock]
             ratios.append(iteration_seconds / step_seconds)
             recursion.end_step()
             for layer in cache.layers:
@@ -189,15 +196,27 @@ def iteration_over_step(model, input_ids, attention_mask, repeats: int = 30) -> 
     return statistics.median(ratios)
 
 
+def _synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def timed(fn) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds) of one call."""
+    """(wall seconds, process CPU seconds) of one call, queued GPU work included."""
+    _synchronize()
     wall, cpu = time.perf_counter(), time.process_time()
     fn()
+    _synchronize()
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+def _clock(model) -> int:
+    """Which of ``timed``'s figures to compare: process CPU time on a CPU, wall time on an accelerator."""
+    return 1 if model.device.type == "cpu" else 0
+
+
 def bench_batch(model, batch_size: int, prompt_length: int, new_tokens: int, repeats: int) -> dict[str, object]:
-    input_ids, attention_mask = random_batch(batch_size, prompt_length, seed=batch_size)
+    input_ids, attention_mask = random_batch(batch_size, prompt_length, seed=batch_size, device=model.device)
     tau = calibrate_tau(model, input_ids, attention_mask, new_tokens)
     eglr_config = EGLRConfig(layer_span=LAYER_SPAN, tau=tau, k_max=K_MAX)
 
@@ -220,7 +239,9 @@ def bench_batch(model, batch_size: int, prompt_length: int, new_tokens: int, rep
             wall_seconds, cpu_seconds = timed(run)
             wall[name].append(wall_seconds)
             cpu[name].append(cpu_seconds)
-    median = {name: statistics.median(values) for name, values in cpu.items()}
+    basis = cpu if _clock(model) == 1 else wall
+    median = {name: statistics.median(values) for name, values in basis.items()}
+    median_cpu = {name: statistics.median(values) for name, values in cpu.items()}
     median_wall = {name: statistics.median(values) for name, values in wall.items()}
 
     def paired(numerator: str, denominator: str, times: dict[str, list[float]]) -> float:
@@ -232,12 +253,13 @@ def bench_batch(model, batch_size: int, prompt_length: int, new_tokens: int, rep
     num_layers = model.config.num_hidden_layers
     step_cost = num_layers * costs["layer"] + costs["head"]
     iteration_cost = LAYER_SPAN * costs["layer"] + costs["head"]
-    context_ids, context_mask = random_batch(batch_size, prompt_length + steps // 2, seed=batch_size + 1)
+    context_ids, context_mask = random_batch(batch_size, prompt_length + steps // 2, seed=batch_size + 1,
+                                             device=model.device)
     iteration_ratio = iteration_over_step(model, context_ids, context_mask)
     # One more head pass per call: the engine checks its head against the model's logits once.
     extra_cost = eglr_output.batch_iterations * iteration_cost + costs["head"]
     overhead_flops = extra_cost / (steps * step_cost)
-    overhead_measured = paired("eglr", "l0", cpu) - 1
+    overhead_measured = paired("eglr", "l0", basis) - 1
     generated = batch_size * new_tokens
     return {
         "batch_size": batch_size,
@@ -247,7 +269,7 @@ def bench_batch(model, batch_size: int, prompt_length: int, new_tokens: int, rep
         "generate_tokens_per_s": generated / median["generate"],
         "eglr_l0_tokens_per_s": generated / median["l0"],
         "eglr_tokens_per_s": generated / median["eglr"],
-        "l0_time_ratio_vs_generate": paired("l0", "generate", cpu),
+        "l0_time_ratio_vs_generate": paired("l0", "generate", basis),
         "l0_wall_time_ratio_vs_generate": paired("l0", "generate", wall),
         "tau": tau,
         "gated_fraction": sum(eglr_output.num_gated) / sum(eglr_output.num_tokens),
@@ -260,7 +282,7 @@ def bench_batch(model, batch_size: int, prompt_length: int, new_tokens: int, rep
         "head_share_of_iteration_flops": costs["head"] / iteration_cost,
         "iteration_over_step_measured": iteration_ratio,
         "iteration_over_step_flops": iteration_cost / step_cost,
-        "median_cpu_seconds": median,
+        "median_cpu_seconds": median_cpu,
         "median_wall_seconds": median_wall,
         "cpu_seconds": cpu,
         "wall_seconds": wall,
@@ -269,7 +291,8 @@ def bench_batch(model, batch_size: int, prompt_length: int, new_tokens: int, rep
 
 def bench_long_context(model, batch_size: int, prompt_length: int, new_tokens: int, repeats: int) -> dict[str, object]:
     """L = 0 against ``model.generate`` only, with a long prompt: where the dynamic cache's copies add up."""
-    input_ids, attention_mask = random_batch(batch_size, prompt_length, seed=batch_size + prompt_length)
+    input_ids, attention_mask = random_batch(batch_size, prompt_length, seed=batch_size + prompt_length,
+                                             device=model.device)
 
     def hf_generate():
         with torch.inference_mode():
@@ -280,20 +303,20 @@ def bench_long_context(model, batch_size: int, prompt_length: int, new_tokens: i
         return generate(model, input_ids, attention_mask, eglr=EGLRConfig(), max_new_tokens=new_tokens)
 
     tokens_equal = bool(torch.equal(hf_generate()[:, prompt_length:], ours().sequences))
-    cpu: dict[str, list[float]] = {"generate": [], "l0": []}
+    seconds: dict[str, list[float]] = {"generate": [], "l0": []}
     for _ in range(repeats):
         for name, run in (("generate", hf_generate), ("l0", ours)):
-            cpu[name].append(timed(run)[1])
+            seconds[name].append(timed(run)[_clock(model)])
     generated = batch_size * new_tokens
     return {
         "batch_size": batch_size,
         "prompt_length": prompt_length,
         "new_tokens": new_tokens,
         "tokens_equal_hf": tokens_equal,
-        "generate_tokens_per_s": generated / statistics.median(cpu["generate"]),
-        "eglr_l0_tokens_per_s": generated / statistics.median(cpu["l0"]),
-        "l0_time_ratio_vs_generate": statistics.median(a / b for a, b in zip(cpu["l0"], cpu["generate"])),
-        "cpu_seconds": cpu,
+        "generate_tokens_per_s": generated / statistics.median(seconds["generate"]),
+        "eglr_l0_tokens_per_s": generated / statistics.median(seconds["l0"]),
+        "l0_time_ratio_vs_generate": statistics.median(a / b for a, b in zip(seconds["l0"], seconds["generate"])),
+        "seconds": seconds,
     }
 
 
@@ -306,11 +329,18 @@ def main() -> None:
     parser.add_argument("--long-prompt-length", type=int, default=1024)
     parser.add_argument("--long-batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "bench" / "engine.json")
+    parser.add_argument("--device", default="cpu", help="e.g. cuda; timings then use wall time")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default results/bench/engine.json on CPU, engine_<device>_<dtype>.json elsewhere")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    if args.out is None:
+        name = "engine.json" if device.type == "cpu" and args.dtype == "float32" else f"engine_{device.type}_{args.dtype}.json"
+        args.out = REPO_ROOT / "results" / "bench" / name
 
     torch.set_num_threads(args.threads)
-    model = build_model()
+    model = build_model(device, getattr(torch, args.dtype))
     parameters = sum(p.numel() for p in model.parameters())
     runs = [bench_batch(model, batch_size, args.prompt_length, args.new_tokens, args.repeats)
             for batch_size in args.batch_sizes]
@@ -321,7 +351,9 @@ def main() -> None:
         **{key: first[key] for key in ("generate_tokens_per_s", "eglr_l0_tokens_per_s", "l0_time_ratio_vs_generate",
                                        "gated_fraction", "overhead_measured", "overhead_flops", "measured_over_flops")},
         "headline_batch_size": first["batch_size"],
-        "timing_basis": "process CPU time, single-threaded; ratios are medians of within-repeat ratios",
+        "timing_basis": (
+            f"process CPU time, {args.threads} thread(s)" if device.type == "cpu" else "wall time, GPU synchronised"
+        ) + "; ratios are medians of within-repeat ratios",
         "runs": runs,
         "long_context": long_context,
         "model": {"architecture": "LlamaForCausalLM (random init)", "parameters": parameters, **MODEL},
@@ -335,7 +367,8 @@ def main() -> None:
         ),
         "environment": {
             "torch": torch.__version__, "transformers": transformers.__version__, "threads": args.threads,
-            "repeats": args.repeats, "machine": platform.machine(), "device": "cpu",
+            "repeats": args.repeats, "machine": platform.machine(), "device": str(device), "dtype": args.dtype,
+            **({"gpu": torch.cuda.get_device_name(device)} if device.type == "cuda" else {}),
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -50,13 +50,18 @@ def assert_same_state(dynamic: DynamicCache, preallocated: DynamicCache) -> None
         assert torch.equal(actual.values, expected.values), index
 
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+DEVICES = [("cpu", torch.float32), pytest.param("cuda", torch.bfloat16, marks=CUDA, id="cuda-bfloat16")]
+
+
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("device, dtype", DEVICES)
 @torch.inference_mode()
-def test_decoding_is_bit_identical_to_the_dynamic_cache(architecture):
+def test_decoding_is_bit_identical_to_the_dynamic_cache(architecture, device, dtype):
     """Logits and visible keys/values match DynamicCache exactly, past the sliding window and
     through buffer growth (the capacity is smaller than the prompt)."""
-    model = tiny_model(architecture)
-    input_ids, mask = left_pad(random_prompts([9, 5, 7], seed=1))
+    model = tiny_model(architecture, dtype=dtype).to(device)
+    input_ids, mask = (tensor.to(device) for tensor in left_pad(random_prompts([9, 5, 7], seed=1)))
     dynamic = Decoder(model, DynamicCache(config=model.config), input_ids, mask)
     preallocated = Decoder(model, preallocated_cache(model.config, capacity=3), input_ids, mask)
     for step in range(STEPS):
