@@ -35,6 +35,7 @@ The preallocated cache is also the one thing the L = 0 path does differently fro
 every step (a copy of the whole cache per token). That copy grows with the
 context and the batch, so ``long_context`` repeats the L = 0 comparison with
 ``--long-prompt-length`` prompt tokens at batch 8.
+
 As a less noisy check of the same claim, ``iteration_over_step_measured`` times one
 re-application (top layers + head) against one decoding step, back to back at
 the same position many times, next to ``iteration_over_step_flops``.
@@ -215,18 +216,30 @@ def _clock(model) -> int:
     return 1 if model.device.type == "cpu" else 0
 
 
-def bench_batch(model, batch_size: int, prompt_length: int, new_tokens: int, repeats: int) -> dict[str, object]:
-    input_ids, attention_mask = random_batch(batch_size, prompt_length, seed=batch_size, device=model.device)
-    tau = calibrate_tau(model, input_ids, attention_mask, new_tokens)
-    eglr_config = EGLRConfig(layer_span=LAYER_SPAN, tau=tau, k_max=K_MAX)
+def paired(times: dict[str, list[float]], numerator: str, denominator: str) -> float:
+    """Median over repeats of the ratio of two runs made back to back (they share the machine's mood)."""
+    return statistics.median(a / b for a, b in zip(times[numerator], times[denominator]))
+
+
+def runners(model, input_ids, attention_mask, new_tokens: int):
+    """``model.generate`` (greedy, exactly ``new_tokens``) and ``eglr.generate`` under a given config."""
 
     def hf_generate():
         with torch.inference_mode():
             return model.generate(input_ids, attention_mask=attention_mask, do_sample=False,
                                   max_new_tokens=new_tokens, min_new_tokens=new_tokens)
 
-    def ours(config):
+    def ours(config: EGLRConfig):
         return generate(model, input_ids, attention_mask, eglr=config, max_new_tokens=new_tokens)
+
+    return hf_generate, ours
+
+
+def bench_batch(model, batch_size: int, prompt_length: int, new_tokens: int, repeats: int) -> dict[str, object]:
+    input_ids, attention_mask = random_batch(batch_size, prompt_length, seed=batch_size, device=model.device)
+    tau = calibrate_tau(model, input_ids, attention_mask, new_tokens)
+    eglr_config = EGLRConfig(layer_span=LAYER_SPAN, tau=tau, k_max=K_MAX)
+    hf_generate, ours = runners(model, input_ids, attention_mask, new_tokens)
 
     hf_tokens = hf_generate()[:, prompt_length:]
     l0_output = ours(EGLRConfig())
@@ -244,10 +257,6 @@ def bench_batch(model, batch_size: int, prompt_length: int, new_tokens: int, rep
     median_cpu = {name: statistics.median(values) for name, values in cpu.items()}
     median_wall = {name: statistics.median(values) for name, values in wall.items()}
 
-    def paired(numerator: str, denominator: str, times: dict[str, list[float]]) -> float:
-        """Median over repeats of the ratio of two runs made back to back (they share the machine's mood)."""
-        return statistics.median(a / b for a, b in zip(times[numerator], times[denominator]))
-
     steps = eglr_output.sequences.shape[1]
     costs = multiply_adds(model, context=prompt_length + steps / 2)
     num_layers = model.config.num_hidden_layers
@@ -259,7 +268,7 @@ def bench_batch(model, batch_size: int, prompt_length: int, new_tokens: int, rep
     # One more head pass per call: the engine checks its head against the model's logits once.
     extra_cost = eglr_output.batch_iterations * iteration_cost + costs["head"]
     overhead_flops = extra_cost / (steps * step_cost)
-    overhead_measured = paired("eglr", "l0", basis) - 1
+    overhead_measured = paired(basis, "eglr", "l0") - 1
     generated = batch_size * new_tokens
     return {
         "batch_size": batch_size,
@@ -269,14 +278,14 @@ def bench_batch(model, batch_size: int, prompt_length: int, new_tokens: int, rep
         "generate_tokens_per_s": generated / median["generate"],
         "eglr_l0_tokens_per_s": generated / median["l0"],
         "eglr_tokens_per_s": generated / median["eglr"],
-        "l0_time_ratio_vs_generate": paired("l0", "generate", basis),
-        "l0_wall_time_ratio_vs_generate": paired("l0", "generate", wall),
+        "l0_time_ratio_vs_generate": paired(basis, "l0", "generate"),
+        "l0_wall_time_ratio_vs_generate": paired(wall, "l0", "generate"),
         "tau": tau,
         "gated_fraction": sum(eglr_output.num_gated) / sum(eglr_output.num_tokens),
         "iterations_per_gated_step": sum(eglr_output.num_iterations) / max(1, sum(eglr_output.num_gated)),
         "batch_iterations": eglr_output.batch_iterations,
         "overhead_measured": overhead_measured,
-        "overhead_measured_wall": paired("eglr", "l0", wall) - 1,
+        "overhead_measured_wall": paired(wall, "eglr", "l0") - 1,
         "overhead_flops": overhead_flops,
         "measured_over_flops": (1 + overhead_measured) / (1 + overhead_flops),
         "head_share_of_iteration_flops": costs["head"] / iteration_cost,
@@ -293,19 +302,11 @@ def bench_long_context(model, batch_size: int, prompt_length: int, new_tokens: i
     """L = 0 against ``model.generate`` only, with a long prompt: where the dynamic cache's copies add up."""
     input_ids, attention_mask = random_batch(batch_size, prompt_length, seed=batch_size + prompt_length,
                                              device=model.device)
-
-    def hf_generate():
-        with torch.inference_mode():
-            return model.generate(input_ids, attention_mask=attention_mask, do_sample=False,
-                                  max_new_tokens=new_tokens, min_new_tokens=new_tokens)
-
-    def ours():
-        return generate(model, input_ids, attention_mask, eglr=EGLRConfig(), max_new_tokens=new_tokens)
-
-    tokens_equal = bool(torch.equal(hf_generate()[:, prompt_length:], ours().sequences))
+    hf_generate, ours = runners(model, input_ids, attention_mask, new_tokens)
+    tokens_equal = bool(torch.equal(hf_generate()[:, prompt_length:], ours(EGLRConfig()).sequences))
     seconds: dict[str, list[float]] = {"generate": [], "l0": []}
     for _ in range(repeats):
-        for name, run in (("generate", hf_generate), ("l0", ours)):
+        for name, run in (("generate", hf_generate), ("l0", lambda: ours(EGLRConfig()))):
             seconds[name].append(timed(run)[_clock(model)])
     generated = batch_size * new_tokens
     return {
@@ -315,7 +316,7 @@ def bench_long_context(model, batch_size: int, prompt_length: int, new_tokens: i
         "tokens_equal_hf": tokens_equal,
         "generate_tokens_per_s": generated / statistics.median(seconds["generate"]),
         "eglr_l0_tokens_per_s": generated / statistics.median(seconds["l0"]),
-        "l0_time_ratio_vs_generate": statistics.median(a / b for a, b in zip(seconds["l0"], seconds["generate"])),
+        "l0_time_ratio_vs_generate": paired(seconds, "l0", "generate"),
         "seconds": seconds,
     }
 

@@ -19,7 +19,7 @@ from transformers import CohereConfig, CohereForCausalLM, DynamicCache, GraniteC
 from eglr.cache import preallocated_cache
 from eglr.logits import decoder_layers, head_logits
 from eglr.recursion import TopLayerRecursion
-from tiny_models import ARCHITECTURES, left_pad, random_prompts, tiny_model
+from tiny_models import ARCHITECTURES, left_pad, positions, random_prompts, tiny_model
 
 LAYER_SPAN = 2
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
@@ -29,9 +29,6 @@ CACHES = {
     "preallocated": lambda config: preallocated_cache(config, capacity=4),
 }
 
-
-def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def top_layers_reference(reference_model, input_ids, attention_mask, replacements: dict[int, torch.Tensor]) -> torch.Tensor:
@@ -44,7 +41,7 @@ def top_layers_reference(reference_model, input_ids, attention_mask, replacement
         for layer in top
     ]
     try:
-        reference_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask),
+        reference_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(attention_mask),
                         use_cache=False)
     finally:
         for handle in handles:
@@ -66,11 +63,11 @@ class CachedRun:
         self.mask = attention_mask
         self.cache = CACHES[cache_kind](model.config)
         self.recursion = TopLayerRecursion(model, self.cache, LAYER_SPAN, kv_policy).__enter__()
-        positions = _positions(attention_mask)
-        model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1], position_ids=positions[:, :-1],
+        prompt_positions = positions(attention_mask)
+        model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1], position_ids=prompt_positions[:, :-1],
               cache=self.cache, use_cache=True)
         self.recursion.end_step()
-        self.position = positions[:, -1:]
+        self.position = prompt_positions[:, -1:]
         self.logits = self._forward(input_ids[:, -1:])
 
     def _forward(self, tokens):
@@ -138,7 +135,7 @@ def test_keep_first_next_token_sees_first_pass(architecture, batch, cache_kind):
     reference = top_layers_reference(reference_model, extended_ids, extended_mask, {})
     torch.testing.assert_close(run.recursion.hidden[:, 0], reference[:, -1], **TOLERANCE)
     torch.testing.assert_close(run.logits, reference_model(extended_ids, attention_mask=extended_mask,
-                                                 position_ids=_positions(extended_mask)).logits[:, -1], **TOLERANCE)
+                                                 position_ids=positions(extended_mask)).logits[:, -1], **TOLERANCE)
 
 
 @pytest.mark.parametrize("architecture", ["llama", "gemma2"])

@@ -7,13 +7,10 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 from eglr.cache import PreallocatedLayer, PreallocatedSlidingWindowLayer, preallocated_cache
-from tiny_models import ARCHITECTURES, SLIDING_WINDOW, left_pad, random_prompts, tiny_model
+from tiny_models import ARCHITECTURES, SLIDING_WINDOW, left_pad, positions, random_prompts, tiny_model
 
 STEPS = SLIDING_WINDOW + 6
 
-
-def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
 class Decoder:
@@ -21,7 +18,7 @@ class Decoder:
 
     def __init__(self, model, cache, input_ids, attention_mask):
         self.model, self.cache, self.mask = model, cache, attention_mask
-        self.position = _positions(attention_mask)
+        self.position = positions(attention_mask)
         self.logits = self._forward(input_ids)
         self.position = self.position[:, -1:]
 

@@ -104,3 +104,7 @@ def left_pad(prompts: list[torch.Tensor], pad_token_id: int = PAD_TOKEN_ID) -> t
         attention_mask[row, width - len(prompt) :] = 1
     return input_ids, attention_mask
 
+
+def positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of a left-padded batch: 0 at each row's first real token (pads get 0 too)."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
