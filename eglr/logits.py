@@ -7,10 +7,6 @@ multiplies them by ``logit_scale``, Granite divides them by ``logits_scaling``).
 :func:`check_head_matches` compares the result with the model's own logits once
 per generation, so a family with some other post-processing fails loudly
 instead of silently decoding from a different distribution.
-
-The distribution helpers take log-probabilities, which the engine computes in
-float32: entropies and KL divergences from bf16 over a 150k vocabulary would be
-too coarse to compare with thresholds like 1e-3.
 """
 from __future__ import annotations
 
@@ -93,14 +89,3 @@ def check_head_matches(head: OutputHead, hidden: torch.Tensor, model_logits: tor
             f"{error.item():.3g}); the model's final-logit post-processing is not handled by eglr.logits.OutputHead"
         )
 
-
-def entropy(log_probs: torch.Tensor) -> torch.Tensor:
-    """Entropy in nats of each row of ``log_probs`` (zero-probability entries contribute nothing)."""
-    return torch.special.entr(log_probs.exp()).sum(-1)
-
-
-def kl_divergence(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """KL(p || q) in nats per row, from log-probabilities."""
-    p = log_p.exp()
-    terms = torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p))
-    return terms.sum(-1)

@@ -27,7 +27,7 @@ class TextGeneration:
     text: str
     num_tokens: int
     num_gated: int
-    num_iterations: int
+    num_reapplications: int
     finish_reason: str
     sum_logprob: float
 
@@ -110,7 +110,7 @@ def generate_text(
                 text=tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens),
                 num_tokens=output.num_tokens[row],
                 num_gated=output.num_gated[row],
-                num_iterations=output.num_iterations[row],
+                num_reapplications=output.num_reapplications[row],
                 finish_reason=output.finish_reasons[row],
                 sum_logprob=output.sum_logprob[row],
             )

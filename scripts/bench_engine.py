@@ -74,8 +74,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from eglr import EGLRConfig, generate
 from eglr.cache import preallocated_cache
-from eglr.logits import OutputHead, decoder_layers, entropy
-from eglr.recursion import TopLayerRecursion
+from eglr.logits import OutputHead, decoder_layers
+from eglr.step import entropy
+from eglr.top_layers import TopLayers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL = dict(
@@ -181,7 +182,7 @@ def iteration_over_step(model, input_ids, attention_mask, repeats: int = 30) -> 
     head = OutputHead.of(model)
     ratios = []
     clock = _clock(model)
-    with TopLayerRecursion(model, cache, LAYER_SPAN) as recursion:
+    with TopLayers(model, cache, LAYER_SPAN) as recursion:
         model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1], position_ids=positions[:, :-1],
               cache=cache, use_cache=True)
         recursion.end_step()
@@ -266,7 +267,7 @@ def bench_batch(model, batch_size: int, prompt_length: int, new_tokens: int, rep
                                              device=model.device)
     iteration_ratio = iteration_over_step(model, context_ids, context_mask)
     # One more head pass per call: the engine checks its head against the model's logits once.
-    extra_cost = eglr_output.batch_iterations * iteration_cost + costs["head"]
+    extra_cost = eglr_output.reapplication_passes * iteration_cost + costs["head"]
     overhead_flops = extra_cost / (steps * step_cost)
     overhead_measured = paired(basis, "eglr", "l0") - 1
     generated = batch_size * new_tokens
@@ -282,8 +283,8 @@ def bench_batch(model, batch_size: int, prompt_length: int, new_tokens: int, rep
         "l0_wall_time_ratio_vs_generate": paired(wall, "l0", "generate"),
         "tau": tau,
         "gated_fraction": sum(eglr_output.num_gated) / sum(eglr_output.num_tokens),
-        "iterations_per_gated_step": sum(eglr_output.num_iterations) / max(1, sum(eglr_output.num_gated)),
-        "batch_iterations": eglr_output.batch_iterations,
+        "iterations_per_gated_step": sum(eglr_output.num_reapplications) / max(1, sum(eglr_output.num_gated)),
+        "reapplication_passes": eglr_output.reapplication_passes,
         "overhead_measured": overhead_measured,
         "overhead_measured_wall": paired(wall, "eglr", "l0") - 1,
         "overhead_flops": overhead_flops,

@@ -23,5 +23,5 @@ def test_bench_engine_smoke(tmp_path):
     run, long_context = result["runs"][0], result["long_context"]
     assert run["batch_size"] == 2 and run["new_tokens"] == 6 and run["tokens_equal_hf"]
     assert long_context["prompt_length"] == 12 and long_context["tokens_equal_hf"]
-    assert 0 < run["gated_fraction"] <= 1 and run["batch_iterations"] >= 1
+    assert 0 < run["gated_fraction"] <= 1 and run["reapplication_passes"] >= 1
     assert result["environment"]["device"] == "cpu" and result["environment"]["dtype"] == "float32"
