@@ -61,7 +61,10 @@ class OutputHead:
 
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
         """Next-token logits for last-decoder-layer outputs ``hidden`` (before the final norm)."""
-        logits = self.projection(self.norm(hidden))
+        return self.postprocess(self.projection(self.norm(hidden)))
+
+    def postprocess(self, logits: torch.Tensor) -> torch.Tensor:
+        """The family's final-logit post-processing of projected logits."""
         if self.softcap is not None:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         if self.logit_scale is not None:
