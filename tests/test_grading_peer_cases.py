@@ -48,6 +48,8 @@ ALLOWED_DISAGREEMENTS: dict[int, str] = {
     29: "newlines inside \\(...\\): Math-Verify's regex rejects it, we accept the 9",
     127: _PRECISION,
     133: _PRECISION,
+    181: "same pair as 180 with allow_set_relation_comp=False: a relation is not a set there; to us a "
+    "one-variable inequality is the interval it describes (180, with the option on, expects equal)",
     185: _PRECISION,
     364: _PRECISION,
     246: "needs strict=False (non-default): f(x) and f(y) are different answers to us",

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from eglr.grading.extract import BOX_COMMANDS, matching_brace, split_top_level
-from eglr.grading.numbers import format_number, parse_number, repeating_decimal
+from eglr.grading.numbers import DECIMAL, format_number, parse_number, repeating_decimal
 
 # Longer answers are not normalised further than whitespace: real answers are
 # short, and this keeps pathological inputs cheap.
@@ -100,7 +100,6 @@ _CHOICE = re.compile(r"^\(?([A-E])\)?$")
 _CHOICE_WITH_TEXT = re.compile(r"^\(([A-E])\)\s*(\S.*)$", re.DOTALL)
 _WHITESPACE_RUN = re.compile(r"\s+")
 _SPACE_BETWEEN_LETTERS = re.compile(r"(?<=[a-zA-Z])\s+(?=[a-zA-Z])")
-_DECIMAL = re.compile(r"^[+-]?(?:\d+\.\d*|\.\d+)$")
 
 
 @dataclass(frozen=True)
@@ -143,7 +142,7 @@ def strip_wrappers(answer: str) -> str:
         if text.startswith("{") and matching_brace(text, 0) == len(text) - 1:
             text = text[1:-1].strip()  # plain braces only group: ``{35 cm, 4}``
             changed = True
-        if text.endswith((".", ";")) and not _DECIMAL.match(text):
+        if text.endswith((".", ";")) and not DECIMAL.match(text):
             text = text[:-1].rstrip()
             changed = True
     return text

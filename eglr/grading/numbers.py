@@ -8,8 +8,9 @@ from fractions import Fraction
 MAX_NUMBER_CHARS = 80
 MAX_EXPONENT = 400
 
-_INTEGER = re.compile(r"^[+-]?\d+$")
-_DECIMAL = re.compile(r"^[+-]?(?:\d+\.\d*|\.\d+)$")
+# An integer or a decimal as written (``016``, ``-3``; ``2.50``, ``.5``).
+INTEGER = re.compile(r"^[+-]?\d+$")
+DECIMAL = re.compile(r"^[+-]?(?:\d+\.\d*|\.\d+)$")
 _SCIENTIFIC = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))[eE]([+-]?\d+)$")
 _TIMES_TEN = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))\s*(?:\\times|\\cdot|\*|x)\s*10\s*\^\s*\{?\s*([+-]?\d+)\s*\}?$")
 _POWER_OF_TEN = re.compile(r"^([+-]?)10\s*\^\s*\{\s*([+-]?\d+)\s*\}$|^([+-]?)10\s*\^\s*([+-]?\d)$")
@@ -34,7 +35,7 @@ def parse_number(text: str) -> Fraction | None:
     if not text or len(text) > MAX_NUMBER_CHARS:
         return None
     try:
-        if _INTEGER.match(text) or _DECIMAL.match(text):
+        if INTEGER.match(text) or DECIMAL.match(text):
             return Fraction(text)
         match = _SCIENTIFIC.match(text) or _TIMES_TEN.match(text)
         if match:

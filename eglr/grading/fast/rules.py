@@ -15,14 +15,13 @@ import re
 from eglr.grading.fast.numeric import clearly_different
 from eglr.grading.fast.structure import compare_structures, inequality_interval, is_interval_set
 from eglr.grading.normalize import RELATION, NormalizedAnswer
-from eglr.grading.numbers import half_unit_in_last_place, parse_number
+from eglr.grading.numbers import INTEGER, half_unit_in_last_place, parse_number
 from eglr.grading.policy import NumericPolicy
 
 # Tuples of tuples are compared entry by entry down to this depth.
 MAX_STRUCTURE_DEPTH = 3
 
 _PLAIN_WORDS = re.compile(r"^[A-Za-z][A-Za-z ]{2,}$")
-_WRITTEN_INTEGER = re.compile(r"^[+-]?\d+$")
 _BASE_NUMERAL = re.compile(r"^([0-9A-Za-z]+)_\{?(\d{1,2})\}?$")
 _LIST_BRACKETS = re.compile(r"[()\[\]{}]|\\[{}]")
 _LETTER = re.compile(r"^[A-E]$")
@@ -51,7 +50,7 @@ def _numbers_match(pred: NormalizedAnswer, gold: NormalizedAnswer, policy: Numer
     pred_value, gold_value = parse_number(pred.text), parse_number(gold.text)
     if pred_value is None or gold_value is None:
         return None
-    both_integers = bool(_WRITTEN_INTEGER.match(pred.text) and _WRITTEN_INTEGER.match(gold.text))
+    both_integers = bool(INTEGER.match(pred.text) and INTEGER.match(gold.text))
     half_unit = half_unit_in_last_place(gold.text) if policy.significant_figures else None
     if policy.close(pred_value, gold_value, both_integers, half_unit):
         return True
