@@ -517,7 +517,7 @@ def _regrade(rollouts: list[Rollout], store: RolloutStore, grader: Grader, batch
     """Re-grade recorded rollouts against their problem's current gold; returns how many were written."""
     written = 0
     for chunk in _chunks(rollouts, batch_size):
-        records = [store.read(rollout.key) for rollout in chunk]
+        records = store.read([rollout.key for rollout in chunk])
         written += store.append(grader(records, [rollout.problem.answer for rollout in chunk]))
     if written:
         log.info("re-graded %d recorded rollouts (changed gold, grader or grading switched on)", written)

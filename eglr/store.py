@@ -141,12 +141,15 @@ class RolloutStore:
         """The latest record of ``key`` under this store's settings, if any."""
         return self.latest.get(key)
 
-    def read(self, key: RolloutKey) -> RolloutRecord:
-        """The latest record of ``key`` itself (KeyError if there is none)."""
-        stored = self.latest[key]
+    def read(self, keys: Iterable[RolloutKey]) -> list[RolloutRecord]:
+        """The latest records of ``keys`` themselves (KeyError for a key without one)."""
         with open(self.path, "rb") as handle:
-            handle.seek(stored.offset)
-            return _parse(handle.read(stored.length))
+            records = []
+            for key in keys:
+                stored = self.latest[key]
+                handle.seek(stored.offset)
+                records.append(_parse(handle.read(stored.length)))
+            return records
 
     def append(self, records: Iterable[RolloutRecord]) -> int:
         """Append the records not already current in the file; returns how many were written.
