@@ -10,8 +10,12 @@
 3. Steps: run the model on the new position; if EGLR can gate (L > 0 and
    ``k_max`` > 0) hand the step to :func:`eglr.step.eglr_step` (gate,
    re-applications, convergence, KV policy: the whole procedure, in one module);
-   choose the token (greedy at ``temperature`` 0, else sampled per row); stop a
-   row at an end-of-sequence token.
+   choose the token (greedy at ``temperature`` 0, else sampled per row).
+4. A row that emits an end-of-sequence token leaves the batch, with its rows of
+   the KV cache: later steps run on the rows still decoding only (a static
+   batch otherwise pays for its longest response on every row). Each row's
+   computation does not depend on the rest of the batch, so its tokens do not
+   change (tests check a batched row against the same row alone).
 
 With L = 0 or ``k_max`` = 0 nothing can gate and the loop is a plain
 greedy/sampling decoder with no hooks at all (token for token what
@@ -177,11 +181,11 @@ def generate(
         return outputs.logits[:, -1]
 
     generated = torch.full((batch_size, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
-    finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
     hit_eos = torch.zeros(batch_size, dtype=torch.bool, device=device)
     num_tokens = torch.zeros(batch_size, dtype=torch.long, device=device)
     sum_logprob = torch.zeros(batch_size, dtype=torch.float64, device=device)
     stats = _EGLRStatistics(batch_size, eglr.k_max, device)
+    running = torch.arange(batch_size, device=device)  # the rows still decoding, as indices into the batch
     steps_run = 0
     hooks = TopLayers(model, cache, eglr.layer_span) if eglr.can_gate else nullcontext()
     head = OutputHead.of(model) if eglr.can_gate else None
@@ -195,29 +199,33 @@ def generate(
                 top.end_step()
             step_tokens, step_positions = input_ids[:, -1:], positions[:, -1:]
 
-        # 3. decoding steps
+        # 3. decoding steps, on the rows still running
         for step in range(max_new_tokens):
             logits = forward(step_tokens, prompt_length + step, step_positions)
             log_probs = torch.log_softmax(logits.float(), dim=-1)
             if top is not None:
                 if step == 0:
                     check_head_matches(head, top.hidden, logits)
-                result = eglr_step(eglr, top, head, logits, log_probs, active=~finished)
-                stats.add(result)
+                result = eglr_step(eglr, top, head, logits, log_probs)
+                stats.add(result, running)
                 logits, log_probs = result.logits, result.log_probs
-            uniforms = draw_uniforms(generators, device) if generators is not None else None
+            uniforms = draw_uniforms([generators[row] for row in running.tolist()], device) if generators else None
             tokens = choose_tokens(logits, temperature, top_p, uniforms)
-            tokens = torch.where(finished, pad_token_id, tokens)
-            chosen_logprob = log_probs.gather(-1, tokens[:, None]).squeeze(-1)
-            sum_logprob += torch.where(finished, 0.0, chosen_logprob.double())
-            num_tokens += ~finished
-            generated[:, step] = tokens
+            sum_logprob[running] += log_probs.gather(-1, tokens[:, None]).squeeze(-1).double()
+            num_tokens[running] += 1
+            generated[running, step] = tokens
             steps_run = step + 1
-            is_eos = torch.isin(tokens, eos) & ~finished
-            hit_eos |= is_eos
-            finished |= is_eos
-            if bool(finished.all()):
-                break
+            is_eos = torch.isin(tokens, eos)
+            if bool(is_eos.any()):
+                # 4. rows that ended leave the batch (their cache rows too), so later steps cost only what remains
+                hit_eos[running[is_eos]] = True
+                keep = ~is_eos
+                if not bool(keep.any()):
+                    break
+                kept = keep.nonzero().squeeze(1)
+                running, tokens, step_positions = running[kept], tokens[kept], step_positions[kept]
+                full_mask = full_mask[kept]
+                cache.batch_select_indices(kept)
             step_tokens = tokens[:, None]
             step_positions = step_positions[:, -1:] + 1
 
@@ -242,15 +250,18 @@ class _EGLRStatistics:
         self.k_max = k_max
         self.passes = 0
 
-    def add(self, step: StepResult) -> None:
+    def add(self, step: StepResult, running: torch.Tensor) -> None:
+        """Add one step's results; ``running`` maps the step's rows to the batch's."""
         if not step.passes:
             return
-        rows = step.gated.nonzero().squeeze(1)
-        self.gated += step.gated
-        self.reapplications += step.reapplications
-        self.converged += step.converged
-        self.histogram[rows, step.reapplications[rows] - 1] += 1
-        self.stop_kl[rows] += step.stop_kl[rows].double()
+        gated = step.gated.nonzero().squeeze(1)
+        rows = running[gated]
+        reapplications = step.reapplications[gated]
+        self.gated[rows] += 1
+        self.reapplications[rows] += reapplications
+        self.converged[rows] += step.converged[gated].long()
+        self.histogram[rows, reapplications - 1] += 1
+        self.stop_kl[rows] += step.stop_kl[gated].double()
         self.passes += step.passes
 
     def as_lists(self) -> dict[str, object]:

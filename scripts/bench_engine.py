@@ -273,12 +273,68 @@ def calibrated_tau(model, input_ids, mask, new_tokens: int, layer_span: int) -> 
     return best[1], best[2]
 
 
+def pass_sizes(run: Callable[[], object]) -> list[int]:
+    """How many rows each re-application of ``run()`` ran on (instrumenting TopLayers.reapply)."""
+    from unittest import mock
+
+    sizes: list[int] = []
+    original = TopLayers.reapply
+
+    def counting(self, hidden, rows=None):
+        sizes.append(hidden.shape[0])
+        return original(self, hidden, rows)
+
+    with mock.patch.object(TopLayers, "reapply", counting):
+        run()
+    return sizes
+
+
+@torch.inference_mode()
+def iteration_seconds_by_rows(model, input_ids, mask, clock, layer_span: int, context: int, sizes: list[int],
+                              repeats: int = 7) -> dict[int, float]:
+    """Seconds of one re-application (top layers + head) on r rows at the given context, for each r in sizes."""
+    batch_size = input_ids.shape[0]
+    cache = preallocated_cache(model.config, capacity=input_ids.shape[1] + context)
+    head = OutputHead.of(model)
+    filler = torch.full((batch_size, context), 5, dtype=torch.long, device=input_ids.device)
+    full_ids = torch.cat([input_ids, filler], dim=1)
+    full_mask = torch.cat([mask, torch.ones_like(filler)], dim=1)
+    positions = (full_mask.cumsum(-1) - 1).clamp(min=0)
+    seconds = {}
+    with TopLayers(model, cache, layer_span) as top:
+        model(input_ids=full_ids[:, :-1], attention_mask=full_mask[:, :-1], position_ids=positions[:, :-1],
+              cache=cache, use_cache=True)
+        top.end_step()
+        model(input_ids=full_ids[:, -1:], attention_mask=full_mask, position_ids=positions[:, -1:], cache=cache,
+              use_cache=True, logits_to_keep=1)
+        for size in sizes:
+            rows = None if size == batch_size else torch.arange(size, device=input_ids.device)
+            hidden = top.hidden[:size]
+            seconds[size] = statistics.median(clock.time(lambda: head(top.reapply(hidden, rows)))
+                                              for _ in range(repeats))
+    return seconds
+
+
+def _interpolate(table: dict[int, float], size: int) -> float:
+    sizes = sorted(table)
+    if size in table:
+        return table[size]
+    below = max((s for s in sizes if s < size), default=sizes[0])
+    above = min((s for s in sizes if s > size), default=sizes[-1])
+    if above == below:
+        return table[below]
+    return table[below] + (table[above] - table[below]) * (size - below) / (above - below)
+
+
 def eglr_against_predictions(model, batch, clock, batch_size: int, layer_span: int, new_tokens: int,
                              repeats: int) -> dict[str, object]:
     input_ids, mask = batch(batch_size)
     tau, output = calibrated_tau(model, input_ids, mask, new_tokens, layer_span)
     config = EGLRConfig(layer_span=layer_span, tau=tau, k_max=K_MAX)
     _, ours = generators(model, input_ids, mask, new_tokens)
+    sizes = pass_sizes(lambda: ours(config))
+    probe = sorted({s for s in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64) if s <= batch_size} | {max(sizes, default=1)})
+    by_rows = iteration_seconds_by_rows(model, input_ids, mask, clock, layer_span, new_tokens // 2, probe)
 
     def prefill():
         with torch.inference_mode():
@@ -301,6 +357,7 @@ def eglr_against_predictions(model, batch, clock, batch_size: int, layer_span: i
 
     measured = paired(times, "eglr", "l0")
     per_row = predicted(sum(output.num_reapplications))
+    from_timings = 1 + sum(_interpolate(by_rows, size) for size in sizes) / l0_seconds
     return {
         "batch_size": batch_size, "layer_span": layer_span, "k_max": K_MAX, "new_tokens": new_tokens,
         "prompt_length": input_ids.shape[1], "tau": tau,
@@ -312,7 +369,11 @@ def eglr_against_predictions(model, batch, clock, batch_size: int, layer_span: i
         "measured": measured,
         "predicted_per_row": per_row,
         "predicted_from_passes": predicted(output.reapplication_passes * batch_size),
+        "predicted_from_iteration_timings": from_timings,
         "measured_over_per_row_prediction": measured / per_row,
+        "measured_over_iteration_timings_prediction": measured / from_timings,
+        "pass_rows_histogram": {str(size): sizes.count(size) for size in sorted(set(sizes))},
+        "iteration_seconds_by_rows": {str(size): value for size, value in by_rows.items()},
         "target": TARGETS.get(batch_size),
         "prefill_share_of_l0": prefill_seconds / l0_seconds,
         "head_share_of_iteration_multiply_adds": costs["head"] / iteration_cost,
@@ -424,6 +485,24 @@ def head_bfloat16(model, batch, clock, batch_size: int, layer_span: int, new_tok
     }
 
 
+@torch.inference_mode()
+def gemm_rows(model, clock, rows=(1, 2, 4, 8, 16, 32, 64), repeats: int = 10) -> dict[str, dict[str, float]]:
+    """Seconds per call of the model's output projection and its first MLP up-projection for r rows."""
+    layer = decoder_layers(model)[0]
+    projections = {"head": model.get_output_embeddings(),
+                   "mlp_up": next(m for m in layer.modules() if isinstance(m, torch.nn.Linear) and
+                                  m.out_features == model.config.intermediate_size)}
+    table: dict[str, dict[str, float]] = {}
+    for name, projection in projections.items():
+        weight = projection.weight
+        table[name] = {}
+        for count in rows:
+            x = torch.randn(count, weight.shape[1], dtype=weight.dtype, device=weight.device)
+            projection(x)
+            table[name][str(count)] = statistics.median(clock.time(lambda: projection(x)) for _ in range(repeats))
+    return table
+
+
 def bench_model(name: str, model, batch, clock, args) -> dict[str, object]:
     print(f"== {name}")
     new_tokens = args.new_tokens if name != REAL_MODEL else args.real_new_tokens
@@ -434,6 +513,7 @@ def bench_model(name: str, model, batch, clock, args) -> dict[str, object]:
         "vocab_size": model.get_output_embeddings().weight.shape[0],
         "weight_bytes_per_token": weight_bytes_per_token(model),
     }
+    result["gemm_seconds_by_rows"] = gemm_rows(model, clock)
     result["l0_vs_generate"] = []
     for batch_size in args.batch_sizes:
         run = l0_vs_generate(model, batch, clock, batch_size, new_tokens, repeats)
@@ -454,7 +534,8 @@ def bench_model(name: str, model, batch, clock, args) -> dict[str, object]:
             print(f"  EGLR batch {batch_size} L={layer_span}: gated {run['gated_fraction']:.3f}, measured "
                   f"{run['measured']:.3f}, per-row prediction {run['predicted_per_row']:.3f} "
                   f"(ratio {run['measured_over_per_row_prediction']:.3f}), passes prediction "
-                  f"{run['predicted_from_passes']:.3f}")
+                  f"{run['predicted_from_passes']:.3f}, from iteration timings "
+                  f"{run['predicted_from_iteration_timings']:.3f}")
             result["eglr"].append(run)
     result["iteration"] = [iteration_breakdown(model, batch, clock, batch_size, max(args.layer_spans),
                                                context=new_tokens // 2)

@@ -166,6 +166,30 @@ def test_each_row_of_a_batch_equals_the_row_alone(model, prompts, sampled):
         assert alone.num_reapplications[0] == batched.num_reapplications[row] == alone.reapplication_passes
 
 
+@pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "sampled"])
+def test_rows_that_end_leave_the_batch_without_changing_the_others(model, prompts, sampled):
+    """Row 0 ends early (its EOS is a token it emits at step 3); the rows still decoding, now a smaller batch
+    with fewer cache rows, produce exactly what each produces alone, gated steps and re-applications included."""
+    input_ids, mask = left_pad(prompts)
+    tau = median_entropy(model, input_ids, mask)
+    config = EGLRConfig(layer_span=2, tau=tau, k_max=3)
+    seeds = [21, 22, 23]
+    sampling = dict(temperature=0.9) if sampled else {}
+    free = run(model, input_ids, mask, eglr=config, seed=seeds, **sampling)
+    eos = int(free.sequences[0, 3])
+    batched = run(model, input_ids, mask, eglr=config, seed=seeds, eos_token_id=eos, **sampling)
+    assert batched.num_tokens[0] <= 4 and max(batched.num_tokens) == NEW_TOKENS
+    for row, prompt in enumerate(prompts):
+        alone = run(model, prompt[None], eglr=config, seed=[seeds[row]], eos_token_id=eos, **sampling)
+        count = alone.num_tokens[0]
+        assert batched.num_tokens[row] == count
+        assert torch.equal(alone.sequences[0, :count], batched.sequences[row, :count])
+        assert (alone.num_gated[0], alone.num_reapplications[0], alone.reapplication_histogram[0]) == (
+            batched.num_gated[row], batched.num_reapplications[row], batched.reapplication_histogram[row])
+        assert alone.finish_reasons[0] == batched.finish_reasons[row]
+        assert alone.sum_logprob[0] == pytest.approx(batched.sum_logprob[row], abs=1e-5)
+
+
 def test_same_seed_same_tokens_and_different_seed_different_tokens(model, prompts):
     input_ids, mask = left_pad(prompts)
     config = EGLRConfig(layer_span=2, tau=median_entropy(model, input_ids, mask))
