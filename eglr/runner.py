@@ -101,7 +101,7 @@ def validate(cfg: DictConfig) -> None:
     bad key and its value."""
     problems: list[str] = []
     for check in (_check_engine, _check_device, _check_model, _check_grid, _check_eglr, _check_generation,
-                  _check_job):
+                  _check_prompt, _check_job):
         check(cfg, problems)
     if problems:
         raise ValueError("invalid configuration:\n  " + "\n  ".join(problems))
@@ -135,6 +135,11 @@ def _check_model(cfg: DictConfig, problems: list[str]) -> None:
     from eglr.models import DTYPES, SOURCES
 
     model = cfg.model
+    for name in ("name", "hub_id", "path", "revision"):
+        value = model.get(name)
+        if not (isinstance(value, str) or (value is None and name != "name")):
+            problems.append(f"model.{name}={value!r}: must be a string{'' if name == 'name' else ' or null'} "
+                            "(quote a revision that looks like a number)")
     if model.source not in SOURCES:
         problems.append(f"model.source={model.source!r}: must be one of {SOURCES}")
     if model.dtype not in DTYPES:
@@ -208,6 +213,23 @@ def _check_generation(cfg: DictConfig, problems: list[str]) -> None:
         problems.append(f"generation.seed={generation.seed!r}: must be an integer >= 0")
 
 
+def _check_prompt(cfg: DictConfig, problems: list[str]) -> None:
+    for name in ("instruction", "template", "version"):
+        if not isinstance(cfg.prompt[name], str):
+            problems.append(f"prompt.{name}={cfg.prompt[name]!r}: must be a string")
+    if cfg.prompt.system is not None and not isinstance(cfg.prompt.system, str):
+        problems.append(f"prompt.system={cfg.prompt.system!r}: must be a string or null")
+    template = cfg.prompt.template
+    if isinstance(template, str):
+        try:
+            filled = template.format(problem="\0", instruction="")
+        except (KeyError, IndexError, ValueError) as error:
+            problems.append(f"prompt.template={template!r}: takes only {{problem}} and {{instruction}} ({error!r})")
+        else:
+            if "\0" not in filled:
+                problems.append(f"prompt.template={template!r}: has no {{problem}}")
+
+
 def _check_job(cfg: DictConfig, problems: list[str]) -> None:
     if not _is_int(cfg.num_shards) or cfg.num_shards < 1:
         problems.append(f"num_shards={cfg.num_shards!r}: must be a positive integer")
@@ -222,6 +244,8 @@ def _check_job(cfg: DictConfig, problems: list[str]) -> None:
             problems.append(f"{name}={cfg[name]!r}: must be true or false")
     if not _is_number(cfg.grader_timeout_s) or not cfg.grader_timeout_s > 0:
         problems.append(f"grader_timeout_s={cfg.grader_timeout_s!r}: must be a number > 0")
+    if not isinstance(cfg.output_dir, str) or not cfg.output_dir:
+        problems.append(f"output_dir={cfg.output_dir!r}: must be a directory path")
     if cfg.wandb.mode not in WANDB_MODES:
         problems.append(f"wandb.mode={cfg.wandb.mode!r}: must be one of {WANDB_MODES}")
     try:
@@ -357,7 +381,6 @@ class Generator:
         self.model, self.tokenizer = load_model(cfg.model, device=cfg.device)
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
         self.prompt = PromptConfig(**OmegaConf.to_container(cfg.prompt, resolve=True))
-        self.eglr = eglr_settings(cfg)
         provenance = cfg.model.get("provenance")
         self.fixed = {  # the fields every record of this job shares
             "schema_version": SCHEMA_VERSION,
@@ -369,7 +392,7 @@ class Generator:
             "engine": cfg.engine,
             "benchmark": cfg.benchmark.name,
             "top_p": float(cfg.generation.top_p),
-            **self.eglr,
+            **eglr_settings(cfg),
             "max_new_tokens": int(cfg.generation.max_new_tokens),
             "prompt_version": cfg.prompt.version,
             "num_layers": int(cfg.model.num_layers),

@@ -301,6 +301,10 @@ def test_grading_a_job_written_without_grading(tmp_path, data_dir) -> None:
     ("engine=tgi", "engine='tgi'"),
     ("device=tpu", "device='tpu'"),
     ("grid.samples=0", "grid.samples=0"),
+    ("model.revision=123", "model.revision=123"),
+    ("prompt.version=2", "prompt.version=2"),
+    ("prompt.template='{question}'", "prompt.template='{question}': takes only"),
+    ("prompt.template='Solve it.'", "prompt.template='Solve it.': has no {problem}"),
 ])
 def test_bad_values_are_named_before_a_model_is_loaded(override, message, tmp_path, monkeypatch) -> None:
     import eglr.models
