@@ -127,6 +127,12 @@ class RolloutRecord:
             raise RecordError(f"the record lacks the fields {missing}")
         return cls(**{field.name: data[field.name] for field in FIELDS})
 
+    @classmethod
+    def from_line(cls, line: bytes | str) -> RolloutRecord:
+        """A record from one line of a rollout file; ValueError (RecordError, or bad JSON / UTF-8) otherwise.
+        A line that does not give a record is what the readers call partial."""
+        return cls.from_dict(json.loads(line))
+
     def to_dict(self) -> dict[str, Any]:
         """The fields as Python values (an infinite ``tau`` is a float)."""
         return {field.name: getattr(self, field.name) for field in FIELDS}

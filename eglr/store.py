@@ -53,11 +53,6 @@ class StoredRollout:
                 and (grader_version is None or self.grader_version == grader_version))
 
 
-def _parse(line: bytes) -> RolloutRecord:
-    """A record from one line; RecordError (or ValueError for bad JSON / UTF-8) otherwise."""
-    return RolloutRecord.from_dict(json.loads(line))
-
-
 class RolloutStore:
     """The rollout file of one job: which keys are recorded, and appending new records."""
 
@@ -101,7 +96,7 @@ class RolloutStore:
         data = handle.read()
         keep = data.rfind(b"\n") + 1
         try:
-            _parse(data[keep:])
+            RolloutRecord.from_line(data[keep:])
         except ValueError as error:
             log.warning("%s ends in a partial line (%d bytes, from an interrupted write: %s); dropping it",
                         self.path, size - keep, error)
@@ -148,7 +143,7 @@ class RolloutStore:
             for key in keys:
                 stored = self.latest[key]
                 handle.seek(stored.offset)
-                records.append(_parse(handle.read(stored.length)))
+                records.append(RolloutRecord.from_line(handle.read(stored.length)))
             return records
 
     def append(self, records: Iterable[RolloutRecord]) -> int:

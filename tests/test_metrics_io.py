@@ -49,6 +49,12 @@ def test_truncated_last_line_is_dropped_with_a_warning(tmp_path):
     assert list(rollouts["problem_id"].astype(str)) == ["1", "2"]
 
 
+def test_a_last_line_that_is_json_but_not_a_record_is_a_partial_line(tmp_path):
+    write_lines(tmp_path / "r.jsonl", [record("1")], tail='{"model": "tiny-math"}')
+    with pytest.warns(UserWarning, match="truncated last line"):
+        assert len(load_rollouts(tmp_path)) == 1
+
+
 def test_complete_last_line_without_newline_is_kept(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text(json.dumps(record("1")) + "\n" + json.dumps(record("2")))

@@ -215,7 +215,8 @@ def _json_texts(data: bytes, name: str) -> list[str | None]:
 
 
 def _drop_truncated_tail(path: Path, data: bytes) -> bytes:
-    """Remove a last line cut off mid-write (no newline and not valid JSON)."""
+    """Remove a last line cut off mid-write: no newline and not a complete, valid record (the store's
+    rule, :meth:`RolloutRecord.from_line`)."""
     if not data or data.endswith(b"\n"):
         return data
     cut = data.rfind(b"\n") + 1
@@ -223,7 +224,7 @@ def _drop_truncated_tail(path: Path, data: bytes) -> bytes:
     if not tail.strip():
         return data
     try:
-        json.loads(tail)
+        RolloutRecord.from_line(tail)
     except ValueError:
         warnings.warn(f"ignoring truncated last line of {path}", stacklevel=5)
         return data[:cut]
