@@ -110,6 +110,8 @@ def test_a_problem_under_two_golds_in_one_configuration_is_refused(tmp_path):
     write_lines(tmp_path / "r.jsonl", [record("1", gold="4"), record("1", layer_span=1, gold="5")])
     with pytest.raises(ValueError, match="different gold values.*'1'.*\\['4', '5'\\]"):
         load_rollouts(tmp_path)
+    with pytest.raises(ValueError, match="different gold values"):
+        load_rollouts(tmp_path, columns=["num_tokens"])
 
 
 def test_date_like_answers_stay_strings(tmp_path):

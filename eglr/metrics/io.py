@@ -72,6 +72,8 @@ MODEL_SETTINGS = ("model_id", "revision", "dtype", "provenance")
 RUN_SETTINGS = ("engine", "tau", "tau_quantile", "k_max", "eps", "criterion", "kv_policy", "reinject",
                 "top_p", "max_new_tokens", "prompt_version")
 CONFIGURATION_COLUMNS = MODEL_SETTINGS + RUN_SETTINGS
+# What a rollout was generated from and graded against: one value per problem within a configuration.
+PROBLEM_VERSION_COLUMNS = ("problem_digest", "gold")
 
 _BLOCK_SIZE = 2 << 20  # several blocks per file: Arrow parses blocks in parallel
 _ARROW_TYPES = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(),
@@ -116,9 +118,9 @@ def load_rollouts(
     unknown = sorted(set(columns or ()) - set(KNOWN_COLUMNS) - {"configuration"})
     if unknown:
         raise ValueError(f"unknown rollout fields {unknown}; the record fields are {list(KNOWN_COLUMNS)}")
+    checked = set(REQUIRED_COLUMNS) | set(CONFIGURATION_COLUMNS) | set(PROBLEM_VERSION_COLUMNS)
     wanted = list(KNOWN_COLUMNS) if columns is None else [
-        name for name in KNOWN_COLUMNS if name in set(REQUIRED_COLUMNS) | set(columns)
-        or name in CONFIGURATION_COLUMNS and name not in NESTED_COLUMNS]
+        name for name in KNOWN_COLUMNS if name in set(columns) or name in checked and name not in NESTED_COLUMNS]
     frames = [_read_file(path, wanted) for path in rollout_files(paths)]
     frames = [frame for frame in frames if len(frame)]
     if not frames:
@@ -291,9 +293,7 @@ def _check_graded(rollouts: pd.DataFrame) -> None:
 def _check_one_version_per_problem(rollouts: pd.DataFrame) -> None:
     """Within a configuration, all rollouts of a problem come from one problem text and one gold."""
     problem = ["model", "benchmark", "settings_hash", "problem_id"]
-    for name in ("gold", "problem_digest"):
-        if name not in rollouts:
-            continue
+    for name in PROBLEM_VERSION_COLUMNS:
         versions = rollouts[[*problem, name]].drop_duplicates()
         mixed = versions[versions.duplicated(problem, keep=False)]
         if len(mixed):
