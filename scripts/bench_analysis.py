@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_seconds_for_1m_rollouts": round(cpu_seconds, 2),
         "load_average_before": round(load_before, 2),
         "rollouts": count,
-        "included": "load_rollouts of the JSONL files (without response texts), every table of "
+        "included": "load_rollouts of the JSONL files (without response texts; validated against the "
+                    "record schema, configurations labelled), every table of "
                     "analysis/tables.py computed (1000 bootstrap resamples, 8 subset draws for "
                     "majority vote and best-of-N, computed together as 'selection') and written as "
                     "CSV, Markdown and LaTeX; figures excluded (seconds_figures when --figures)",
