@@ -1,4 +1,4 @@
-"""What the analysis scripts share: command-line options, table writers, names and plot style."""
+"""What the analysis modules share: command-line options, table writers, names and plot style."""
 from __future__ import annotations
 
 import argparse
@@ -13,8 +13,6 @@ from eglr.metrics.cost import DEFAULT_LM_HEAD_COST
 from eglr.metrics.sampling import DEFAULT_DRAWS
 from eglr.metrics.voting import AnswerKey, default_answer_key, exact_answer_key
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PAPER_REPORTED = REPO_ROOT / "results" / "paper_reported.csv"
 
 POOL_LABELS = {
     "greedy": "Greedy",
@@ -81,7 +79,8 @@ def answer_key(name: str) -> AnswerKey:
 
 
 def load(paths: Sequence[Path]) -> pd.DataFrame:
-    """The rollouts, without response texts (the analysis never reads them)."""
+    """The rollouts, without response texts (the analysis never reads them), every configuration
+    kept apart (:func:`eglr.metrics.load_rollouts`)."""
     return load_rollouts(paths, columns=ANALYSIS_COLUMNS)
 
 
@@ -109,7 +108,16 @@ def with_intervals(table: pd.DataFrame, metrics: Sequence[str], labels: dict[str
         shown = shown.drop(columns=[f"{metric}_ci_low", f"{metric}_ci_high"])
     if "benchmark" in shown:
         shown["benchmark"] = shown["benchmark"].astype(str).map(benchmark_label)
-    return shown.rename(columns={"model": "Model", "benchmark": "Benchmark", **(labels or {})})
+    return named_columns(shown, labels)
+
+
+def named_columns(shown: pd.DataFrame, labels: dict[str, str] | None = None) -> pd.DataFrame:
+    """Display names for the key columns; the configuration column only when the input holds
+    several configurations (it is empty when there is one)."""
+    if "configuration" in shown and (shown["configuration"].astype(str) == "").all():
+        shown = shown.drop(columns="configuration")
+    return shown.rename(columns={"model": "Model", "benchmark": "Benchmark", "configuration": "Configuration",
+                                 **(labels or {})})
 
 
 def write_table(table: pd.DataFrame, out_dir: Path, stem: str, display: pd.DataFrame | None = None,

@@ -1,27 +1,25 @@
-"""Figures of the analysis, as PNG and PDF, drawn from the tables of ``analysis/tables.py``.
-
-    python analysis/figures.py --rollouts results/rollouts --out results/analysis/figures
+"""Figures of the analysis, as PNG and PDF, drawn from the tables of :mod:`analysis.tables`.
 
 * ``heatmap_<model>``    -- accuracy per layer span x temperature, a panel per benchmark;
 * ``oracle_bars``        -- oracle per pool and model with intervals, a panel per benchmark;
 * ``pass_at_k_<model>``  -- pass@k of each pool against the number of rollouts k;
 * ``complementarity``    -- problems solved by both axes, one of them, or neither;
 * ``cost``               -- gated-step rate and relative compute per layer span.
+
+With several configurations, ``<model>`` is the model and its configuration
+(``heatmap_qwen2.5-3b-instruct_tau=0.5``), and bars and lines are drawn per
+model and configuration.
 """
 from __future__ import annotations
 
 import math
 import re
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a file: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import pandas as pd
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from analysis.common import (  # noqa: E402
+from analysis.common import (
     CATEGORY_COLORS,
     CATEGORY_LABELS,
     POOL_COLORS,
@@ -30,7 +28,7 @@ from analysis.common import (  # noqa: E402
     benchmark_label,
     save_figure,
 )
-from eglr.metrics import CATEGORIES  # noqa: E402
+from eglr.metrics import CATEGORIES
 
 BAR_POOLS = (
     "greedy", "temperature_only", "layer_only", "joint",
@@ -42,19 +40,31 @@ def make_figures(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
     """Draw every figure the tables allow; returns the files written."""
     apply_style()
     paths: list[Path] = []
-    for model, cells in tables["cells"].groupby("model", observed=True, sort=True):
-        paths += heatmap(cells, str(model), out_dir)
+    for (model, configuration), cells in tables["cells"].groupby(SERIES, observed=True, sort=True):
+        paths += heatmap(cells, series_name(model, configuration), out_dir)
     paths += oracle_bars(tables["oracles"], out_dir)
-    for model, curves in tables["pass_at_k"].groupby("model", observed=True, sort=True):
-        paths += pass_at_k_curves(curves, str(model), tables["oracles"], out_dir)
+    for (model, configuration), curves in tables["pass_at_k"].groupby(SERIES, observed=True, sort=True):
+        paths += pass_at_k_curves(curves, series_name(model, configuration), tables["oracles"], out_dir)
     paths += complementarity_bars(tables["complementarity"], out_dir)
     if "cost_by_span" in tables:
         paths += cost_by_span(tables["cost_by_span"], out_dir)
     return paths
 
 
+SERIES = ["model", "configuration"]  # one heatmap, one set of curves, one bar per model and configuration
+
+
+def series_name(model: object, configuration: object) -> str:
+    """``model``, or ``model configuration`` when the input holds several configurations."""
+    return " ".join(filter(None, [str(model), str(configuration)]))
+
+
+def series_labels(table: pd.DataFrame) -> list[str]:
+    return [series_name(model, configuration) for model, configuration in zip(table["model"], table["configuration"])]
+
+
 def file_stem(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", name)
 
 
 def _panels(count: int, columns: int = 3, width: float = 3.4, height: float = 2.8):
@@ -97,7 +107,7 @@ def oracle_bars(oracles: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Oracle of each pool per model, with bootstrap intervals; a panel per benchmark."""
     pools = [pool for pool in BAR_POOLS if oracles[pool].notna().any()]
     benchmarks = list(oracles.groupby("benchmark", observed=True, sort=True).groups)
-    n_models = oracles["model"].nunique()
+    n_models = oracles.groupby(SERIES, observed=True).ngroups
     columns = 3 if n_models <= 2 else 2 if n_models <= 4 else 1  # room for every model's bars
     figure, axes = _panels(len(benchmarks), columns=columns, width=max(3.4, 0.9 * n_models + 1.5))
     width = 0.8 / len(pools)
@@ -110,7 +120,7 @@ def oracle_bars(oracles: pd.DataFrame, out_dir: Path) -> list[Path]:
             axis.bar(positions + (index - (len(pools) - 1) / 2) * width, values, width,
                      yerr=errors, capsize=2, color=POOL_COLORS[pool], label=POOL_LABELS[pool],
                      error_kw={"linewidth": 0.8})
-        axis.set_xticks(positions, rows["model"].astype(str), rotation=20, ha="right")
+        axis.set_xticks(positions, series_labels(rows), rotation=20, ha="right")
         axis.set_ylim(0, 105)
         axis.set_ylabel("accuracy (%)")
         axis.set_title(benchmark_label(str(benchmark)))
@@ -132,7 +142,7 @@ def pass_at_k_curves(curves: pd.DataFrame, model: str, oracles: pd.DataFrame, ou
             axis.plot(curve["k"], curve["pass_at_k"], color=color, label=POOL_LABELS.get(str(pool), str(pool)))
             axis.fill_between(curve["k"], curve["pass_at_k_ci_low"], curve["pass_at_k_ci_high"],
                               color=color, alpha=0.2, linewidth=0)
-        sizes = oracles.loc[(oracles["model"] == model) & (oracles["benchmark"] == benchmark)]
+        sizes = oracles.loc[(oracles["benchmark"] == benchmark).to_numpy() & (np.array(series_labels(oracles)) == model)]
         if len(sizes):
             equal = int(min(sizes["temperature_only_n"].iloc[0], sizes["joint_n"].iloc[0]))
             axis.axvline(equal, color="black", linestyle=":", linewidth=0.8, label="equal budget")
@@ -149,12 +159,12 @@ def pass_at_k_curves(curves: pd.DataFrame, model: str, oracles: pd.DataFrame, ou
 def complementarity_bars(table: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Share of problems solved by both axes, only one, or neither; a bar per model."""
     benchmarks = list(table.groupby("benchmark", observed=True, sort=True).groups)
-    figure, axes = _panels(len(benchmarks), height=0.45 * table["model"].nunique() + 1.4)
+    figure, axes = _panels(len(benchmarks), height=0.45 * table.groupby(SERIES, observed=True).ngroups + 1.4)
     for axis, benchmark in zip(axes, benchmarks):
         rows = table.loc[table["benchmark"] == benchmark].reset_index(drop=True)
         left = np.zeros(len(rows))
         for category in CATEGORIES:
-            axis.barh(rows["model"].astype(str), rows[category], left=left,
+            axis.barh(series_labels(rows), rows[category], left=left,
                       color=CATEGORY_COLORS[category], label=CATEGORY_LABELS[category])
             left += rows[category].to_numpy(dtype=float)
         axis.set_xlim(0, 100)
@@ -169,9 +179,10 @@ def complementarity_bars(table: pd.DataFrame, out_dir: Path) -> list[Path]:
 def cost_by_span(cost: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Gated-step rate and relative compute against layer span, a line per model."""
     figure, (rate_axis, compute_axis) = _panels(2, columns=2)
-    for model, rows in cost.groupby("model", observed=True, sort=True):
-        rate_axis.plot(rows["layer_span"], 100 * rows["gated_rate"], marker="o", label=str(model))
-        compute_axis.plot(rows["layer_span"], rows["relative_compute"], marker="o", label=str(model))
+    for (model, configuration), rows in cost.groupby(SERIES, observed=True, sort=True):
+        label = series_name(model, configuration)
+        rate_axis.plot(rows["layer_span"], 100 * rows["gated_rate"], marker="o", label=label)
+        compute_axis.plot(rows["layer_span"], rows["relative_compute"], marker="o", label=label)
     rate_axis.set_xlabel("layer span L")
     rate_axis.set_ylabel("gated steps (%)")
     compute_axis.set_xlabel("layer span L")
@@ -180,16 +191,3 @@ def cost_by_span(cost: pd.DataFrame, out_dir: Path) -> list[Path]:
     rate_axis.legend()
     figure.suptitle("Cost of EGLR per layer span (all benchmarks and temperatures)")
     return save_figure(figure, out_dir, "cost")
-
-
-def main(argv: list[str] | None = None) -> int:
-    from analysis.tables import tables_from_command_line
-
-    args, tables = tables_from_command_line(argv, __doc__)
-    for path in make_figures(tables, args.out):
-        print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

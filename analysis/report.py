@@ -1,10 +1,12 @@
-"""Regenerate every table, figure and the report from rollout JSONL.
+"""Regenerate every table, figure and the report from rollout JSONL: the analysis' one entry point.
 
     python -m analysis.report --rollouts results/rollouts --out results/analysis
 
 writes ``tables/`` (CSV, Markdown, LaTeX), ``figures/`` (PNG, PDF), ``report.md``,
-``report.html`` and a copy of the headline ``oracles.csv`` at the top. The paper's reported numbers (``results/paper_reported.csv``)
-are shown beside ours where the rollouts cover the same model and benchmark.
+``report.html`` and a copy of the headline ``oracles.csv`` at the top. The paper's reported
+numbers (``analysis/paper_reported.csv``, or ``--paper``) are shown beside ours where the rollouts
+cover the same model and benchmark. Rollouts of several configurations (say a tau sweep written to
+one output directory) are reported side by side, each row naming its configuration, never pooled.
 """
 from __future__ import annotations
 
@@ -13,13 +15,9 @@ import shutil
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a file: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from analysis.common import (  # noqa: E402
-    PAPER_REPORTED,
+from analysis.common import (
     POOL_LABELS,
     add_common_arguments,
     add_selection_arguments,
@@ -27,10 +25,12 @@ from analysis.common import (  # noqa: E402
     format_ci,
     load,
     markdown_table,
+    named_columns,
 )
-from analysis.figures import file_stem, make_figures  # noqa: E402
-from analysis.tables import Options, build_tables, display_tables, options_from_args, write_tables  # noqa: E402
+from analysis.figures import SERIES, file_stem, make_figures, series_name
+from analysis.tables import Options, build_tables, display_tables, options_from_args, write_tables
 
+PAPER_REPORTED = Path(__file__).with_name("paper_reported.csv")
 PAPER_COLUMNS = ["model", "benchmark", "metric", "value"]
 
 
@@ -51,23 +51,24 @@ def compare_with_paper(oracles: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFra
     rows = []
     for reported in paper.itertuples(index=False):
         match = ours.loc[(ours["model"] == reported.model) & (ours["benchmark"] == reported.benchmark)]
-        if match.empty:
-            continue
-        row = match.iloc[0]
-        rows.append({
-            "model": reported.model, "benchmark": reported.benchmark, "metric": reported.metric,
-            "paper": reported.value, "ours": row[reported.metric],
-            "ours_ci_low": row[f"{reported.metric}_ci_low"], "ours_ci_high": row[f"{reported.metric}_ci_high"],
-            "difference": row[reported.metric] - reported.value,
-        })
-    return pd.DataFrame(rows, columns=["model", "benchmark", "metric", "paper", "ours", "ours_ci_low",
-                                       "ours_ci_high", "difference"])
+        for row in match.itertuples(index=False):
+            row = row._asdict()
+            rows.append({
+                "model": reported.model, "benchmark": reported.benchmark,
+                "configuration": str(row.get("configuration", "")), "metric": reported.metric,
+                "paper": reported.value, "ours": row[reported.metric],
+                "ours_ci_low": row[f"{reported.metric}_ci_low"], "ours_ci_high": row[f"{reported.metric}_ci_high"],
+                "difference": row[reported.metric] - reported.value,
+            })
+    return pd.DataFrame(rows, columns=["model", "benchmark", "configuration", "metric", "paper", "ours",
+                                       "ours_ci_low", "ours_ci_high", "difference"])
 
 
 def _display_comparison(comparison: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "Model": comparison["model"],
-        "Benchmark": comparison["benchmark"].map(benchmark_label),
+    return named_columns(pd.DataFrame({
+        "model": comparison["model"],
+        "benchmark": comparison["benchmark"].map(benchmark_label),
+        "configuration": comparison["configuration"],
         "Pool": comparison["metric"].map(lambda name: POOL_LABELS.get(name, name)),
         "Paper (%)": comparison["paper"].map(lambda value: f"{value:.1f}"),
         "Ours (%)": [format_ci(*values) for values in
@@ -77,7 +78,7 @@ def _display_comparison(comparison: pd.DataFrame) -> pd.DataFrame:
             "yes" if low <= paper <= high else "no"
             for paper, low, high in zip(comparison["paper"], comparison["ours_ci_low"], comparison["ours_ci_high"])
         ],
-    })
+    }))
 
 
 def _budget_sentences(oracles: pd.DataFrame, pairs: pd.DataFrame) -> list[str]:
@@ -86,6 +87,11 @@ def _budget_sentences(oracles: pd.DataFrame, pairs: pd.DataFrame) -> list[str]:
     for row in oracles.itertuples(index=False):
         if len(pairs) and not ((pairs["model"] == str(row.model)) & (pairs["benchmark"] == str(row.benchmark))).any():
             continue
+        name = ", ".join(filter(None, [str(row.model), benchmark_label(str(row.benchmark)), str(row.configuration)]))
+        if not row.temperature_only_n:
+            sentences.append(f"- **{name}**: no temperature-only pool (no rollouts at layer span 0), so no "
+                             "equal-budget comparison.")
+            continue
         equal = min(row.temperature_only_n, row.joint_n)
         gain = format_ci(row.joint_minus_temperature_only_equal_budget,
                          row.joint_minus_temperature_only_equal_budget_ci_low,
@@ -93,12 +99,30 @@ def _budget_sentences(oracles: pd.DataFrame, pairs: pd.DataFrame) -> list[str]:
         joint = format_ci(row.joint, row.joint_ci_low, row.joint_ci_high)
         temperature = format_ci(row.temperature_only, row.temperature_only_ci_low, row.temperature_only_ci_high)
         sentences.append(
-            f"- **{row.model}, {benchmark_label(str(row.benchmark))}**: joint oracle {joint} % over "
+            f"- **{name}**: joint oracle {joint} % over "
             f"{row.joint_n} rollouts per problem, temperature-only {temperature} % over "
             f"{row.temperature_only_n}. At an equal budget of {equal} rollouts, joint minus "
             f"temperature-only is {gain} percentage points."
         )
     return sentences
+
+
+def _configuration_lines(rollouts: pd.DataFrame, configurations: pd.DataFrame) -> list[str]:
+    """With several configurations: which settings tell them apart, and the table of them."""
+    labels = list(rollouts["configuration"].cat.categories)
+    if len(labels) <= 1:
+        return []
+    return [
+        "## Configurations",
+        "",
+        f"The rollouts hold {len(labels)} configurations (settings hashes), which differ in the settings "
+        f"their names give: {', '.join(f'`{label}`' for label in labels)}. Every table and figure reports "
+        "them side by side; no pool, oracle or mean mixes rollouts of two configurations. Their settings "
+        "are in `tables/configurations.csv`.",
+        "",
+        markdown_table(configurations),
+        "",
+    ]
 
 
 def _figure_lines(figures: list[Path], out_dir: Path, stems: list[str]) -> list[str]:
@@ -111,23 +135,27 @@ def render_report(rollouts: pd.DataFrame, tables: dict[str, pd.DataFrame], figur
     """The report as Markdown: the tables and figures with the definitions needed to read them."""
     shown = display_tables(tables)
     oracles = tables["oracles"]
-    models = sorted(map(str, rollouts["model"].unique()))
+    models = rollouts["model"].nunique()
+    series = [series_name(*pair) for pair in
+              rollouts[SERIES].drop_duplicates().sort_values(SERIES).itertuples(index=False, name=None)]
     comparison = compare_with_paper(oracles, paper)
     bootstrap = options.bootstrap
     lines = [
         "# EGLR analysis report",
         "",
-        f"{len(rollouts):,} graded rollouts of {len(models)} model(s) on "
+        f"{len(rollouts):,} graded rollouts of {models} model(s) on "
         f"{rollouts['benchmark'].nunique()} benchmark(s), read from "
         + ", ".join(f"`{path}`" for path in sources) + ". Accuracies are in percent; brackets are "
         f"{bootstrap.confidence:.0%} percentile bootstrap intervals over problems "
         f"({bootstrap.n_resamples} resamples, seed {bootstrap.seed}).",
         "",
+        *_configuration_lines(rollouts, shown["configurations"]),
         "## The paper's numbers beside ours",
         "",
     ]
     if comparison.empty:
-        lines.append("The rollouts cover none of the (model, benchmark) pairs in `results/paper_reported.csv`.")
+        lines.append("The rollouts cover none of the (model, benchmark) pairs of the paper's reported numbers "
+                     "(`analysis/paper_reported.csv`).")
     else:
         lines.append(markdown_table(_display_comparison(comparison)))
     lines += [
@@ -153,7 +181,7 @@ def render_report(rollouts: pd.DataFrame, tables: dict[str, pd.DataFrame], figur
         "Each curve is pass@k of one pool for k up to its size; the dotted line marks the equal "
         "budget. Values are in `tables/pass_at_k.csv`.",
         "",
-        *_figure_lines(figures, out_dir, [f"pass_at_k_{file_stem(model)}" for model in models]),
+        *_figure_lines(figures, out_dir, [f"pass_at_k_{file_stem(name)}" for name in series]),
         "",
         "## Complementarity of the two axes",
         "",
@@ -172,7 +200,7 @@ def render_report(rollouts: pd.DataFrame, tables: dict[str, pd.DataFrame], figur
         "",
         markdown_table(shown["cells"]),
         "",
-        *_figure_lines(figures, out_dir, [f"heatmap_{file_stem(model)}" for model in models]),
+        *_figure_lines(figures, out_dir, [f"heatmap_{file_stem(name)}" for name in series]),
         "",
         "## Self-consistency and best-of-N",
         "",
@@ -200,10 +228,10 @@ def render_report(rollouts: pd.DataFrame, tables: dict[str, pd.DataFrame], figur
     ]
     if "cost" in tables:
         lines += [
-            "Gated steps are the share of decode steps whose entropy exceeded tau; extra iterations "
-            "are re-applications of the top L layers per rollout. Relative compute counts a decoder "
+            "Gated steps are the share of decode steps whose entropy exceeded tau; re-applications "
+            "counts the passes of the top L layers at gated steps, per rollout. Relative compute counts a decoder "
             f"layer as 1 and the lm_head as {options.lm_head_cost:g} layer(s): (T (N + h) + I (L + h)) / "
-            "(T (N + h)) for T tokens, I extra iterations, N layers and lm_head cost h; prefill is "
+            "(T (N + h)) for T tokens, I re-applications, N layers and lm_head cost h; prefill is "
             "left out. Per-cell values are in `tables/cost.md`.",
             "",
             markdown_table(shown["cost_by_span"]),
@@ -211,7 +239,7 @@ def render_report(rollouts: pd.DataFrame, tables: dict[str, pd.DataFrame], figur
             *_figure_lines(figures, out_dir, ["cost"]),
         ]
     else:
-        lines.append("The rollouts lack the token and iteration counts the cost tables need.")
+        lines.append("The rollouts lack the token and re-application counts the cost tables need.")
     lines += [
         "",
         "## Files",

@@ -1,56 +1,51 @@
 """Every table of the analysis, as CSV (full precision) and as Markdown and LaTeX for reading.
 
-    python analysis/tables.py --rollouts results/rollouts --out results/analysis/tables
-
-Tables: ``oracles`` (pools per model and benchmark), ``cells`` (L x T accuracy),
-``cost`` and ``cost_by_span`` (gating rate, extra iterations, relative compute),
+Tables: ``configurations`` (the settings of each configuration in the input),
+``oracles`` (pools per model, benchmark and configuration), ``cells`` (L x T accuracy),
+``cost`` and ``cost_by_span`` (gating rate, re-applications, relative compute),
 ``complementarity``, ``majority_vote``, ``best_of_n``, ``grpo``, and ``pass_at_k``
 (CSV only; the figures plot it).
 """
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a file: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from analysis.common import (  # noqa: E402
+from analysis.common import (
     CATEGORY_LABELS,
     POOL_LABELS,
-    add_common_arguments,
-    add_selection_arguments,
     answer_key,
     benchmark_label,
     bootstrap_settings,
     format_ci,
-    load,
+    named_columns,
     with_intervals,
     write_table,
 )
-from analysis.oracles import write_oracles  # noqa: E402
-from eglr.metrics import (  # noqa: E402
+from analysis.oracles import write_oracles
+from eglr.metrics import (
     CATEGORIES,
     Bootstrap,
     cell_accuracy_table,
     complementarity_table,
     cost_summary,
     cost_table,
+    describe_configurations,
     grpo_table,
     oracle_table,
     pass_at_k_table,
     selection_rules,
     selection_table,
 )
-from eglr.metrics.bootstrap import ci_columns  # noqa: E402
-from eglr.metrics.cost import DEFAULT_LM_HEAD_COST, missing_cost_fields  # noqa: E402
-from eglr.metrics.sampling import DEFAULT_DRAWS  # noqa: E402
-from eglr.metrics.voting import AnswerKey  # noqa: E402
+from eglr.metrics.bootstrap import ci_columns
+from eglr.metrics.io import GROUP_KEY, setting_text
+from eglr.metrics.cost import DEFAULT_LM_HEAD_COST, missing_cost_fields
+from eglr.metrics.sampling import DEFAULT_DRAWS
+from eglr.metrics.voting import AnswerKey
 
 
 @dataclass(frozen=True)
@@ -73,6 +68,7 @@ def table_builders(options: Options = Options()) -> dict[str, Callable[[pd.DataF
         return selection_table(rollouts, rules, n_draws=options.n_draws, bootstrap=bootstrap)
 
     return {
+        "configurations": describe_configurations,
         "oracles": lambda rollouts: oracle_table(rollouts, bootstrap),
         "cells": lambda rollouts: cell_accuracy_table(rollouts, bootstrap),
         "pass_at_k": lambda rollouts: pass_at_k_table(rollouts, bootstrap=bootstrap),
@@ -80,7 +76,8 @@ def table_builders(options: Options = Options()) -> dict[str, Callable[[pd.DataF
         "selection": selection,
         "grpo": lambda rollouts: grpo_table(rollouts, group_sizes=options.group_sizes, bootstrap=bootstrap),
         "cost": lambda rollouts: cost_table(rollouts, options.lm_head_cost),
-        "cost_by_span": lambda rollouts: cost_summary(rollouts, ["model", "layer_span"], options.lm_head_cost),
+        "cost_by_span": lambda rollouts: cost_summary(rollouts, ["model", "configuration", "layer_span"],
+                                                     options.lm_head_cost),
     }
 
 
@@ -90,7 +87,7 @@ BEST_OF_N_SCORERS = ("oracle", "answer_frequency", "mean_logprob")
 
 def build_tables(rollouts: pd.DataFrame, options: Options = Options()) -> dict[str, pd.DataFrame]:
     """All tables, by name. The cost tables are left out when the rollouts lack the
-    token and iteration counts they need."""
+    token and re-application counts they need."""
     skip = COST_TABLES if missing_cost_fields(rollouts) else ()
     tables = {name: build(rollouts) for name, build in table_builders(options).items() if name not in skip}
     return split_selection(tables)
@@ -101,7 +98,7 @@ def split_selection(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     one ``selection`` table; this splits it into ``majority_vote`` and ``best_of_n``."""
     tables = dict(tables)
     selection = tables.pop("selection")
-    key = ["model", "benchmark", "pool", "budget", "k", "n_problems"]
+    key = [*GROUP_KEY, "pool", "budget", "k", "n_problems"]
     scorers = [name for name in BEST_OF_N_SCORERS if name in selection]
     tables["majority_vote"] = selection[key + ci_columns(["majority_vote"])]
     tables["best_of_n"] = selection[key + ci_columns(scorers)]
@@ -116,30 +113,30 @@ def display_cells(cells: pd.DataFrame) -> pd.DataFrame:
         model=cells["model"].astype(str),
     )
     order = list(dict.fromkeys(grid.sort_values("temperature")["column"]))
-    wide = grid.pivot_table(index=["model", "benchmark", "layer_span"], columns="column",
-                            values="accuracy", sort=True)
+    wide = grid.pivot_table(index=[*GROUP_KEY, "layer_span"], columns="column", values="accuracy",
+                            sort=True, observed=True)
     wide = wide[order].reset_index()
     wide.columns.name = None
-    return wide.rename(columns={"model": "Model", "benchmark": "Benchmark", "layer_span": "L"})
+    return named_columns(wide, {"layer_span": "L"})
 
 
 def display_cost(cost: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     shown = cost[by].copy()
     for name in by:
-        if name in ("model", "benchmark"):
+        if name in GROUP_KEY:
             shown[name] = cost[name].astype(str)
     if "benchmark" in shown:
         shown["benchmark"] = shown["benchmark"].map(benchmark_label)
     shown["Tokens"] = cost["mean_tokens"].round(0).astype("int64")
     shown["Gated steps (%)"] = (100 * cost["gated_rate"]).round(1)
-    shown["Extra iterations"] = cost["mean_iterations"].round(1)
-    shown["Iterations / gated step"] = cost["iterations_per_gated_step"].map(lambda value: f"{value:.2f}")
+    shown["Re-applications"] = cost["mean_reapplications"].round(1)
+    shown["Re-applications / gated step"] = cost["reapplications_per_gated_step"].map(lambda value: f"{value:.2f}")
     shown["Relative compute"] = cost["relative_compute"].map(lambda value: f"{value:.3f}")
-    return shown.rename(columns={"model": "Model", "benchmark": "Benchmark", "layer_span": "L", "temperature": "T"})
+    return named_columns(shown, {"layer_span": "L", "temperature": "T"})
 
 
 def display_complementarity(table: pd.DataFrame) -> pd.DataFrame:
-    shown = table[["model", "benchmark", "n_problems"]].copy()
+    shown = table[[*GROUP_KEY, "n_problems"]].copy()
     shown["model"] = shown["model"].astype(str)
     shown["benchmark"] = shown["benchmark"].astype(str).map(benchmark_label)
     for category in CATEGORIES:
@@ -149,7 +146,7 @@ def display_complementarity(table: pd.DataFrame) -> pd.DataFrame:
                 table[f"n_{category}"], table[category], table[f"{category}_ci_low"], table[f"{category}_ci_high"]
             )
         ]
-    return shown.rename(columns={"model": "Model", "benchmark": "Benchmark", "n_problems": "Problems"})
+    return named_columns(shown, {"n_problems": "Problems"})
 
 
 def display_selection(table: pd.DataFrame, metrics: list[str], labels: dict[str, str]) -> pd.DataFrame:
@@ -170,6 +167,13 @@ def display_grpo(table: pd.DataFrame) -> pd.DataFrame:
     return shown.rename(columns={"pool": "Pool", "group_size": "G", "n_problems": "Problems"})
 
 
+def display_configurations(table: pd.DataFrame) -> pd.DataFrame:
+    """Settings as they were recorded (0.001 stays 0.001; null for a missing value)."""
+    shown = table.astype(object).where(table.notna(), None).map(setting_text)
+    shown["benchmark"] = shown["benchmark"].map(benchmark_label)
+    return named_columns(shown, {"n_rollouts": "Rollouts", "settings_hash": "Settings hash"})
+
+
 def display_tables(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """The formatted (Markdown / LaTeX) version of each table that has one."""
     from analysis.oracles import display_oracles
@@ -186,14 +190,16 @@ def display_tables(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
              "mean_logprob": "Mean log-prob (%)"},
         ),
         "grpo": display_grpo(tables["grpo"]),
+        "configurations": display_configurations(tables["configurations"]),
     }
     if "cost" in tables:
-        shown["cost"] = display_cost(tables["cost"], ["model", "benchmark", "layer_span", "temperature"])
-        shown["cost_by_span"] = display_cost(tables["cost_by_span"], ["model", "layer_span"])
+        shown["cost"] = display_cost(tables["cost"], [*GROUP_KEY, "layer_span", "temperature"])
+        shown["cost_by_span"] = display_cost(tables["cost_by_span"], ["model", "configuration", "layer_span"])
     return shown
 
 
 CAPTIONS = {
+    "configurations": "The configurations of the input: their settings hash, rollouts and recorded settings.",
     "cells": "Accuracy in percent per layer span L and temperature T (intervals in cells.csv).",
     "cost": "Decode cost per cell: relative compute counts decoder-layer passes over a plain decode.",
     "cost_by_span": "Decode cost per layer span, over all benchmarks and temperatures.",
@@ -217,23 +223,3 @@ def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
 def options_from_args(args: argparse.Namespace) -> Options:
     return Options(bootstrap=bootstrap_settings(args), answer_key=answer_key(args.answer_key),
                    n_draws=args.n_draws, lm_head_cost=args.lm_head_cost)
-
-
-def tables_from_command_line(argv: list[str] | None, description: str | None) -> tuple[argparse.Namespace, dict[str, pd.DataFrame]]:
-    """Parse the shared ``--rollouts/--out`` and selection options, then build every table."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(parser)
-    add_selection_arguments(parser)
-    args = parser.parse_args(argv)
-    return args, build_tables(load(args.rollouts), options_from_args(args))
-
-
-def main(argv: list[str] | None = None) -> int:
-    args, tables = tables_from_command_line(argv, __doc__)
-    for path in write_tables(tables, args.out):
-        print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,7 +23,7 @@ def main(cfg: DictConfig) -> dict:
     try:
         return run(cfg)
     except ValueError as error:
-        log.error("invalid configuration: %s", error)
+        log.error("%s", error)
         raise
 
 

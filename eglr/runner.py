@@ -5,13 +5,20 @@ order), and skips any batch whose rollouts are all recorded already. Because bat
 on every run of the same command, a resumed job regenerates a partly written batch exactly as the
 uninterrupted job would have, and writes only its missing records: the final file equals that of an
 uninterrupted run.
+
+A recorded rollout is reused only if it is current: same settings hash, same problem text (its
+``problem_digest``), graded against the current gold by the current grader (when grading is on).
+A rollout whose problem text changed is regenerated; one whose gold or grader changed, or that was
+written with ``grade=false``, is re-graded from its recorded response without loading the model.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +27,21 @@ from omegaconf import DictConfig, OmegaConf
 
 from eglr.benchmarks import Problem, get_benchmark, load_benchmark
 from eglr.benchmarks.prompts import PromptConfig, render_prompt
-from eglr.seeds import sample_seed, settings_hash
-from eglr.store import RolloutKey, RolloutStore
+from eglr.schema import ENGINES, SCHEMA_VERSION, TEMPERATURE_DECIMALS, RolloutRecord
+from eglr.seeds import sample_seed, settings_hash, text_digest
+from eglr.store import RolloutKey, RolloutStore, rollout_key
 
 log = logging.getLogger(__name__)
+
+# Below this a temperature multiplies logit gaps by more than 1000: any gap above 0.02 nats leaves
+# the runner-up less than e^-20 of the mass, so it is greedy decoding in all but name, while
+# logits / T heads for float overflow (inf below about 1e-37). Use 0 for greedy.
+MIN_TEMPERATURE = 1e-3
+AVAILABLE_ENGINES = ("hf",)
+DEVICES = ("auto", "cpu", "cuda", "cuda:<index>")
+WANDB_MODES = ("disabled", "offline", "online")
+# The engine's keys of the eglr config group; everything else there (tau_quantile) is the runner's.
+ENGINE_KEYS = ("tau", "k_max", "eps", "criterion", "kv_policy", "reinject")
 
 
 @dataclass(frozen=True)
@@ -52,75 +70,235 @@ def grid_cells(grid: Any) -> list[Cell]:
     """The (layer span, temperature) cells of a grid with their sample counts.
 
     Temperature 0 is greedy and has one rollout; layer span 0 at a non-zero temperature draws
-    ``baseline_samples`` (default ``samples``) so the temperature-only pool can match the joint
-    pool's budget.
+    ``samples_at_layer_span_0`` (default ``samples``) so the temperature-only pool can match the
+    joint pool's budget.
     """
-    baseline = grid.get("baseline_samples")
-    baseline = grid.samples if baseline is None else baseline
+    at_span_0 = grid.get("samples_at_layer_span_0")
+    at_span_0 = grid.samples if at_span_0 is None else at_span_0
     cells = []
     for layer_span in grid.layer_spans:
         for temperature in grid.temperatures:
             if temperature == 0:
                 samples = 1
             else:
-                samples = baseline if layer_span == 0 else grid.samples
+                samples = at_span_0 if layer_span == 0 else grid.samples
             cells.append(Cell(int(layer_span), float(temperature), int(samples)))
     return cells
 
 
-def validate(cfg: DictConfig) -> None:
-    """Reject a bad configuration before any model or data is loaded, naming the bad value."""
-    from eglr.engine import EGLRConfig
+# --- validation: every value checked once, here, before any model or data is loaded -------------
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Reject a bad configuration before any model or data is loaded: one ValueError naming every
+    bad key and its value."""
+    problems: list[str] = []
+    for check in (_check_engine, _check_device, _check_model, _check_grid, _check_eglr, _check_generation,
+                  _check_prompt, _check_job):
+        check(cfg, problems)
+    if problems:
+        raise ValueError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _check_engine(cfg: DictConfig, problems: list[str]) -> None:
+    engine = cfg.engine
+    if engine not in ENGINES:
+        problems.append(f"engine={engine!r}: must be one of {ENGINES}")
+    elif engine not in AVAILABLE_ENGINES:
+        problems.append(f"engine={engine!r}: not available in this eglr (available: {AVAILABLE_ENGINES})")
+
+
+def _check_device(cfg: DictConfig, problems: list[str]) -> None:
+    device = cfg.device
+    index = device.removeprefix("cuda:") if isinstance(device, str) and device.startswith("cuda:") else None
+    if device not in ("auto", "cpu", "cuda") and not (index is not None and index.isdigit()):
+        problems.append(f"device={device!r}: must be one of {DEVICES}")
+        return
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            problems.append(f"device={device!r}: no CUDA device is available to this torch "
+                            f"({torch.__version__}); use device=cpu or device=auto")
+        elif index is not None and int(index) >= torch.cuda.device_count():
+            problems.append(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+
+
+def _check_model(cfg: DictConfig, problems: list[str]) -> None:
+    from eglr.models import DTYPES, SOURCES
+
+    model = cfg.model
+    for name in ("name", "hub_id", "path", "revision"):
+        value = model.get(name)
+        if not (isinstance(value, str) or (value is None and name != "name")):
+            problems.append(f"model.{name}={value!r}: must be a string{'' if name == 'name' else ' or null'} "
+                            "(quote a revision that looks like a number)")
+    if model.source not in SOURCES:
+        problems.append(f"model.source={model.source!r}: must be one of {SOURCES}")
+    if model.dtype not in DTYPES:
+        problems.append(f"model.dtype={model.dtype!r}: must be one of {sorted(DTYPES)}")
+    if not _is_int(model.num_layers) or model.num_layers < 1:
+        problems.append(f"model.num_layers={model.num_layers!r}: must be a positive integer")
+    provenance = model.get("provenance")
+    if provenance is not None and not isinstance(provenance, DictConfig):
+        problems.append(f"model.provenance={provenance!r}: must be a mapping or null")
+
+
+def _check_grid(cfg: DictConfig, problems: list[str]) -> None:
     grid = cfg.grid
-    if not grid.layer_spans:
-        raise ValueError("grid.layer_spans is empty: give at least one layer span, e.g. [0]")
-    if not grid.temperatures:
-        raise ValueError("grid.temperatures is empty: give at least one temperature, e.g. [0.0]")
-    for name in ("layer_spans", "temperatures"):
-        values = list(grid[name])
-        if len(set(values)) != len(values):
-            raise ValueError(f"grid.{name}={values} has duplicates")
-    depth = int(cfg.model.num_layers)
-    for layer_span in grid.layer_spans:
-        if not isinstance(layer_span, int) or isinstance(layer_span, bool):
-            raise ValueError(f"grid.layer_spans: {layer_span!r} is not an integer")
-        if not 0 <= layer_span <= depth:
-            raise ValueError(f"grid.layer_spans: {layer_span} is outside [0, {depth}], the decoder "
-                             f"depth of model {cfg.model.name}")
-        EGLRConfig(layer_span=layer_span, **cfg.eglr)
-    for temperature in grid.temperatures:
-        if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
-            raise ValueError(f"grid.temperatures: {temperature!r} is not a finite temperature >= 0")
-    for name in ("samples", "baseline_samples"):
+    spans, temperatures = list(grid.layer_spans or []), list(grid.temperatures or [])
+    if not spans:
+        problems.append("grid.layer_spans is empty: give at least one layer span, e.g. [0]")
+    if not temperatures:
+        problems.append("grid.temperatures is empty: give at least one temperature, e.g. [0.0]")
+    depth = cfg.model.num_layers if _is_int(cfg.model.num_layers) else None
+    for layer_span in spans:
+        if not _is_int(layer_span):
+            problems.append(f"grid.layer_spans: {layer_span!r} is not an integer")
+        elif depth is not None and not 0 <= layer_span <= depth:
+            problems.append(f"grid.layer_spans: {layer_span} is outside [0, {depth}], the decoder depth of "
+                            f"model {cfg.model.name}")
+    if len(set(spans)) != len(spans):
+        problems.append(f"grid.layer_spans={spans} has duplicates")
+    for temperature in temperatures:
+        if not _is_number(temperature) or not math.isfinite(temperature) or temperature < 0:
+            problems.append(f"grid.temperatures: {temperature!r} is not a finite temperature >= 0")
+        elif 0 < temperature < MIN_TEMPERATURE:
+            problems.append(f"grid.temperatures: {temperature!r} is below the minimum {MIN_TEMPERATURE} "
+                            "(use 0.0 for greedy decoding)")
+    rounded = [round(t, TEMPERATURE_DECIMALS) for t in temperatures if _is_number(t) and math.isfinite(t)]
+    if len(set(rounded)) != len(rounded):
+        problems.append(f"grid.temperatures={temperatures} has duplicates (at {TEMPERATURE_DECIMALS} decimals)")
+    for name in ("samples", "samples_at_layer_span_0"):
         value = grid.get(name)
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"grid.{name}={value!r} must be a positive integer")
+        if (value is not None or name == "samples") and (not _is_int(value) or value < 1):
+            problems.append(f"grid.{name}={value!r}: must be a positive integer")
+
+
+def _check_eglr(cfg: DictConfig, problems: list[str]) -> None:
+    """Each engine key through EGLRConfig's own checks (one definition), named by its key."""
+    from eglr.step import EGLRConfig
+
+    accepted = {field.name for field in dataclasses.fields(EGLRConfig)}
+    for name in ENGINE_KEYS:
+        if name not in cfg.eglr or name not in accepted:
+            continue
+        value = cfg.eglr[name]
+        try:
+            EGLRConfig(**{name: value})
+        except ValueError as error:
+            problems.append(f"eglr.{name}={value!r}: {error}")
+
+
+def _check_generation(cfg: DictConfig, problems: list[str]) -> None:
+    from eglr.sampling import validate_sampling
+
     generation = cfg.generation
-    if not isinstance(generation.max_new_tokens, int) or generation.max_new_tokens < 1:
-        raise ValueError(f"generation.max_new_tokens={generation.max_new_tokens!r} must be >= 1")
-    if not isinstance(generation.batch_size, int) or generation.batch_size < 1:
-        raise ValueError(f"generation.batch_size={generation.batch_size!r} must be >= 1")
-    if not 0 < generation.top_p <= 1:
-        raise ValueError(f"generation.top_p={generation.top_p!r} must be in (0, 1]")
-    if not isinstance(cfg.num_shards, int) or cfg.num_shards < 1:
-        raise ValueError(f"num_shards={cfg.num_shards!r} must be a positive integer")
-    if not isinstance(cfg.shard, int) or not 0 <= cfg.shard < cfg.num_shards:
-        raise ValueError(f"shard={cfg.shard!r} must be in [0, num_shards={cfg.num_shards})")
-    if cfg.limit is not None and (not isinstance(cfg.limit, int) or cfg.limit < 1):
-        raise ValueError(f"limit={cfg.limit!r} must be a positive integer or null")
-    get_benchmark(cfg.benchmark.name)
+    try:
+        validate_sampling(1.0, generation.top_p)
+    except ValueError as error:
+        problems.append(f"generation.top_p={generation.top_p!r}: {error}")
+    for name in ("max_new_tokens", "batch_size"):
+        value = generation[name]
+        if not _is_int(value) or value < 1:
+            problems.append(f"generation.{name}={value!r}: must be a positive integer")
+    if not _is_int(generation.seed) or generation.seed < 0:
+        problems.append(f"generation.seed={generation.seed!r}: must be an integer >= 0")
+
+
+def _check_prompt(cfg: DictConfig, problems: list[str]) -> None:
+    for name in ("instruction", "template", "version"):
+        if not isinstance(cfg.prompt[name], str):
+            problems.append(f"prompt.{name}={cfg.prompt[name]!r}: must be a string")
+    if cfg.prompt.system is not None and not isinstance(cfg.prompt.system, str):
+        problems.append(f"prompt.system={cfg.prompt.system!r}: must be a string or null")
+    template = cfg.prompt.template
+    if isinstance(template, str):
+        try:
+            filled = template.format(problem="\0", instruction="")
+        except (KeyError, IndexError, ValueError) as error:
+            problems.append(f"prompt.template={template!r}: takes only {{problem}} and {{instruction}} ({error!r})")
+        else:
+            if "\0" not in filled:
+                problems.append(f"prompt.template={template!r}: has no {{problem}}")
+
+
+def _check_job(cfg: DictConfig, problems: list[str]) -> None:
+    if not _is_int(cfg.num_shards) or cfg.num_shards < 1:
+        problems.append(f"num_shards={cfg.num_shards!r}: must be a positive integer")
+    elif not _is_int(cfg.shard) or not 0 <= cfg.shard < cfg.num_shards:
+        problems.append(f"shard={cfg.shard!r}: must be in [0, num_shards={cfg.num_shards})")
+    if cfg.limit is not None and (not _is_int(cfg.limit) or cfg.limit < 1):
+        problems.append(f"limit={cfg.limit!r}: must be a positive integer or null")
+    if cfg.torch_threads is not None and (not _is_int(cfg.torch_threads) or cfg.torch_threads < 1):
+        problems.append(f"torch_threads={cfg.torch_threads!r}: must be a positive integer or null")
+    for name in ("grade", "progress"):
+        if not isinstance(cfg[name], bool):
+            problems.append(f"{name}={cfg[name]!r}: must be true or false")
+    if not _is_number(cfg.grader_timeout_s) or not cfg.grader_timeout_s > 0:
+        problems.append(f"grader_timeout_s={cfg.grader_timeout_s!r}: must be a number > 0")
+    if not isinstance(cfg.output_dir, str) or not cfg.output_dir:
+        problems.append(f"output_dir={cfg.output_dir!r}: must be a directory path")
+    if cfg.wandb.mode not in WANDB_MODES:
+        problems.append(f"wandb.mode={cfg.wandb.mode!r}: must be one of {WANDB_MODES}")
+    try:
+        get_benchmark(cfg.benchmark.name)
+    except ValueError as error:
+        problems.append(f"benchmark.name={cfg.benchmark.name!r}: {error}")
+
+
+# --- settings: what the engine gets, what is recorded, what is hashed ----------------------------
+
+def eglr_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The EGLR settings as they act on the output, typed: what each record carries and the settings
+    hash covers. ``eps`` is None under ``criterion=argmax``, where it plays no part."""
+    eglr = cfg.eglr
+    criterion = eglr.criterion
+    tau_quantile = eglr.get("tau_quantile")
+    return {
+        "tau": float(eglr.tau),
+        "tau_quantile": None if tau_quantile is None else float(tau_quantile),
+        "k_max": int(eglr.k_max),
+        "eps": float(eglr.eps) if criterion == "kl" else None,
+        "criterion": criterion,
+        "kv_policy": eglr.kv_policy,
+        "reinject": eglr.get("reinject", "raw"),
+    }
+
+
+def eglr_config(cfg: DictConfig, layer_span: int) -> Any:
+    """The engine's EGLRConfig for one layer span, from the engine's own keys of ``cfg.eglr``."""
+    from eglr.step import EGLRConfig
+
+    accepted = {field.name for field in dataclasses.fields(EGLRConfig)}
+    values = {name: cfg.eglr[name] for name in ENGINE_KEYS if name in accepted and name in cfg.eglr}
+    values["tau"] = float(values["tau"])
+    return EGLRConfig(layer_span=layer_span, **values)
 
 
 def job_settings(cfg: DictConfig) -> dict[str, Any]:
-    """Everything that changes a rollout's output, apart from its key: hashed into settings_hash."""
+    """Everything that changes a rollout's output, apart from its key and its problem: hashed into
+    settings_hash (by value: :func:`eglr.seeds.settings_hash` writes 1.0 as 1).
+
+    The problems themselves are fingerprinted per record (``problem_digest``, ``gold``), so where
+    the benchmark was read from is not part of the settings; ``batch_size``, ``device`` and
+    ``torch_threads`` do not change a rollout either.
+    """
     model = OmegaConf.to_container(cfg.model, resolve=True)
     model.pop("num_layers", None)
     return {
+        "engine": cfg.engine,
         "model": model,
-        "benchmark": OmegaConf.to_container(cfg.benchmark, resolve=True),
+        "benchmark": cfg.benchmark.name,
         "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
-        "eglr": OmegaConf.to_container(cfg.eglr, resolve=True),
+        "eglr": eglr_settings(cfg),
         "top_p": float(cfg.generation.top_p),
         "max_new_tokens": int(cfg.generation.max_new_tokens),
         "seed": int(cfg.generation.seed),
@@ -140,7 +318,12 @@ def load_problems(cfg: DictConfig) -> list[Problem]:
     problems = load_benchmark(cfg.benchmark.name, **options)
     if cfg.limit is not None:
         problems = problems[: cfg.limit]
-    return [problem for index, problem in enumerate(problems) if index % cfg.num_shards == cfg.shard]
+    mine = [problem for index, problem in enumerate(problems) if index % cfg.num_shards == cfg.shard]
+    if not mine:
+        source = problems[0].metadata.get("source") if problems else cfg.benchmark.get("path")
+        raise ValueError(f"benchmark {cfg.benchmark.name!r} ({source}) gave no problems for shard {cfg.shard} "
+                         f"of {cfg.num_shards} (limit={cfg.limit}, {len(problems)} problems in all)")
+    return mine
 
 
 def plan_batches(problems: list[Problem], cells: list[Cell], batch_size: int,
@@ -157,32 +340,66 @@ def plan_batches(problems: list[Problem], cells: list[Cell], batch_size: int,
     return batches
 
 
+# --- grading and generation -------------------------------------------------------------------
+
+class Grader:
+    """Grades records against their problem's current gold (or, with ``grade=false``, records them
+    ungraded: a grade against a gold that has since changed would be stale)."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.benchmark = cfg.benchmark.name
+        self.timeout_s = float(cfg.grader_timeout_s)
+        self.version: str | None = None
+        if cfg.grade:
+            from eglr.grading import GRADER_VERSION, grade_many
+
+            self.version, self._grade_many = GRADER_VERSION, grade_many
+
+    def __call__(self, records: Sequence[RolloutRecord], golds: Sequence[str]) -> list[RolloutRecord]:
+        if self.version is None:
+            return [record.replace(gold=gold, extracted=None, correct=None, grade_reason=None, grader_version=None)
+                    for record, gold in zip(records, golds)]
+        results = self._grade_many([record.response for record in records], list(golds), self.benchmark,
+                                   timeout_s=self.timeout_s)
+        return [record.replace(gold=gold, extracted=result.extracted, correct=bool(result.correct),
+                               grade_reason=result.reason, grader_version=self.version)
+                for record, gold, result in zip(records, golds, results)]
+
+
 class Generator:
-    """The loaded model: turns a batch of rollouts into records (generated, decoded and graded)."""
+    """The loaded model: turns a batch of rollouts into ungraded records."""
 
     def __init__(self, cfg: DictConfig, settings: str) -> None:
         import torch
 
-        from eglr.engine import EGLRConfig
         from eglr.models import eos_token_ids, load_model
         from eglr.version import eglr_version
 
         self.cfg = cfg
-        if cfg.get("torch_threads"):
+        if cfg.torch_threads:
             torch.set_num_threads(int(cfg.torch_threads))
-        self.eglr_config = EGLRConfig
         self.model, self.tokenizer = load_model(cfg.model, device=cfg.device)
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
         self.prompt = PromptConfig(**OmegaConf.to_container(cfg.prompt, resolve=True))
-        self.version = eglr_version()
-        self.hash = settings
+        provenance = cfg.model.get("provenance")
+        self.fixed = {  # the fields every record of this job shares
+            "schema_version": SCHEMA_VERSION,
+            "model": cfg.model.name,
+            "model_id": cfg.model.hub_id or cfg.model.get("path") or cfg.model.name,
+            "revision": cfg.model.revision,
+            "dtype": cfg.model.dtype,
+            "provenance": None if provenance is None else OmegaConf.to_container(provenance, resolve=True),
+            "engine": cfg.engine,
+            "benchmark": cfg.benchmark.name,
+            "top_p": float(cfg.generation.top_p),
+            **eglr_settings(cfg),
+            "max_new_tokens": int(cfg.generation.max_new_tokens),
+            "prompt_version": cfg.prompt.version,
+            "num_layers": int(cfg.model.num_layers),
+            "settings_hash": settings,
+            "eglr_version": eglr_version(),
+        }
         self._prompt_ids: dict[str, list[int]] = {}
-        if cfg.grade:
-            from eglr.grading import GRADER_VERSION, grade
-
-            self.grade, self.grader_version = grade, GRADER_VERSION
-        else:
-            self.grade, self.grader_version = None, None
 
     def _encode(self, problem: Problem) -> list[int]:
         if problem.id not in self._prompt_ids:
@@ -190,7 +407,7 @@ class Generator:
             self._prompt_ids[problem.id] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return self._prompt_ids[problem.id]
 
-    def __call__(self, batch: list[Rollout]) -> list[dict[str, Any]]:
+    def __call__(self, batch: list[Rollout]) -> list[RolloutRecord]:
         from eglr.engine import generate
 
         cfg = self.cfg
@@ -201,7 +418,7 @@ class Generator:
         started = time.perf_counter()
         output = generate(
             self.model, encoded["input_ids"].to(device), encoded["attention_mask"].to(device),
-            eglr=self.eglr_config(layer_span=layer_span, **cfg.eglr),
+            eglr=eglr_config(cfg, layer_span),
             temperature=temperature, top_p=float(cfg.generation.top_p),
             max_new_tokens=int(cfg.generation.max_new_tokens),
             seed=None if temperature == 0 else [r.seed for r in batch],
@@ -209,54 +426,71 @@ class Generator:
         sequences = output.sequences.cpu()
         responses = [self.tokenizer.decode(sequences[row, :count], skip_special_tokens=True)
                      for row, count in enumerate(output.num_tokens)]
-        seconds = (time.perf_counter() - started) / len(batch)
-        return [self._record(rollout, responses[row], output, row, seconds)
-                for row, rollout in enumerate(batch)]
+        seconds = round((time.perf_counter() - started) / len(batch), 4)
+        return [self._record(rollout, responses[row], output, row, seconds) for row, rollout in enumerate(batch)]
 
-    def _record(self, rollout: Rollout, response: str, output: Any, row: int, seconds: float) -> dict[str, Any]:
-        cfg, problem = self.cfg, rollout.problem
-        if self.grade is not None:
-            graded = self.grade(response, problem.answer, benchmark=cfg.benchmark.name,
-                                timeout_s=float(cfg.grader_timeout_s))
-            extracted, correct = graded.extracted, bool(graded.correct)
-        else:
-            extracted, correct = None, None
+    def _record(self, rollout: Rollout, response: str, output: Any, row: int, seconds: float) -> RolloutRecord:
         num_tokens = int(output.num_tokens[row])
         sum_logprob = float(output.sum_logprob[row])
-        return {
-            "model": cfg.model.name,
-            "model_id": cfg.model.hub_id or cfg.model.get("path") or cfg.model.name,
-            "revision": cfg.model.revision,
-            "benchmark": cfg.benchmark.name,
-            "problem_id": problem.id,
-            "layer_span": rollout.layer_span,
-            "temperature": rollout.temperature,
-            "top_p": float(cfg.generation.top_p),
-            "sample": rollout.sample,
-            "seed": rollout.seed,
-            "tau": float(cfg.eglr.tau),
-            "k_max": int(cfg.eglr.k_max),
-            "eps": float(cfg.eglr.eps),
-            "criterion": cfg.eglr.criterion,
-            "kv_policy": cfg.eglr.kv_policy,
-            "max_new_tokens": int(cfg.generation.max_new_tokens),
-            "prompt_version": cfg.prompt.version,
-            "response": response,
-            "gold": problem.answer,
-            "extracted": extracted,
-            "correct": correct,
-            "num_tokens": num_tokens,
-            "num_gated": int(output.num_gated[row]),
-            "num_iterations": int(output.num_reapplications[row]),
-            "finish_reason": output.finish_reasons[row],
-            "mean_logprob": round(sum_logprob / num_tokens, 6) if num_tokens else None,
-            "num_layers": int(cfg.model.num_layers),
-            "dtype": cfg.model.dtype,
-            "grader_version": self.grader_version,
-            "time_s": round(seconds, 4),
-            "settings_hash": self.hash,
-            "eglr_version": self.version,
-        }
+        return RolloutRecord(
+            **self.fixed,
+            problem_id=rollout.problem.id,
+            problem_digest=text_digest(rollout.problem.problem),
+            layer_span=rollout.layer_span,
+            temperature=rollout.temperature,
+            sample=rollout.sample,
+            seed=rollout.seed,
+            response=response,
+            gold=rollout.problem.answer,
+            extracted=None,
+            correct=None,
+            grade_reason=None,
+            grader_version=None,
+            num_tokens=num_tokens,
+            num_gated=int(output.num_gated[row]),
+            num_reapplications=int(output.num_reapplications[row]),
+            num_converged=int(output.num_converged[row]),
+            reapplication_histogram=[int(count) for count in output.reapplication_histogram[row]],
+            mean_stop_kl=output.mean_stop_kl[row],
+            finish_reason=output.finish_reasons[row],
+            mean_logprob=round(sum_logprob / num_tokens, 6) if num_tokens else None,
+            time_s=seconds,
+        )
+
+
+# --- the job -------------------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """What a job still has to do: batches to generate, recorded rollouts to re-grade."""
+
+    generate: list[list[Rollout]]
+    regrade: list[Rollout]
+    current: int
+    total: int
+
+
+def plan_work(batches: list[list[Rollout]], store: RolloutStore, grader_version: str | None) -> Plan:
+    """Compare every planned rollout with the store: missing or generated from another problem text
+    means (re)generate its batch; recorded but graded against another gold or grader means re-grade."""
+    stale_batches, regrade, current, total = [], [], 0, 0
+    for batch in batches:
+        stale = False
+        for rollout in batch:
+            total += 1
+            stored = store.get(rollout.key)
+            digest = text_digest(rollout.problem.problem)
+            if stored is None or stored.problem_digest != digest:
+                stale = True
+            elif stored.is_current(digest, rollout.problem.answer, grader_version):
+                current += 1
+            else:
+                regrade.append(rollout)
+        if stale:
+            stale_batches.append(batch)
+    stale_keys = {rollout.key for batch in stale_batches for rollout in batch}
+    regrade = [rollout for rollout in regrade if rollout.key not in stale_keys]
+    return Plan(stale_batches, regrade, current, total)
 
 
 def _progress(total: int, done: int, enabled: bool) -> Any:
@@ -266,44 +500,51 @@ def _progress(total: int, done: int, enabled: bool) -> Any:
                 desc="rollouts")
 
 
-def pending_batches(batches: list[list[Rollout]], store: RolloutStore) -> Iterator[list[Rollout]]:
-    for batch in batches:
-        if not all(store.is_done(rollout.key) for rollout in batch):
-            yield batch
+def _chunks(items: list[Rollout], size: int) -> Iterator[list[Rollout]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one job to completion (or resume it); returns a small summary."""
     validate(cfg)
     problems = load_problems(cfg)
-    if not problems:
-        raise ValueError(f"benchmark {cfg.benchmark.name!r} gave no problems for shard {cfg.shard} of "
-                         f"{cfg.num_shards} (limit={cfg.limit})")
     batches = plan_batches(problems, grid_cells(cfg.grid), int(cfg.generation.batch_size),
                            int(cfg.generation.seed))
     path = output_path(cfg)
     store = RolloutStore(path, settings_hash(job_settings(cfg)))
-    total = sum(len(batch) for batch in batches)
-    done = sum(store.is_done(rollout.key) for batch in batches for rollout in batch)
-    log.info("%s x %s: %d problems, %d rollouts, %d already in %s", cfg.model.name, cfg.benchmark.name,
-             len(problems), total, done, path)
+    grader = Grader(cfg)
+    plan = plan_work(batches, store, grader.version)
+    log.info("%s x %s: %d problems, %d rollouts, %d current in %s, %d to re-grade", cfg.model.name,
+             cfg.benchmark.name, len(problems), plan.total, plan.current, path, len(plan.regrade))
+    regraded = _regrade(plan.regrade, store, grader, int(cfg.generation.batch_size))
     written = 0
-    todo = list(pending_batches(batches, store))
-    if todo:
+    if plan.generate:
         generator = Generator(cfg, store.settings_hash)
         tracker = _Tracker(cfg)
-        with _progress(total, done, bool(cfg.progress)) as bar:
-            for batch in todo:
-                records = generator(batch)
+        with _progress(plan.total, plan.total - sum(map(len, plan.generate)), bool(cfg.progress)) as bar:
+            for batch in plan.generate:
+                records = grader(generator(batch), [rollout.problem.answer for rollout in batch])
                 count = store.append(records)
                 written += count
-                bar.update(count)
+                bar.update(len(batch))
                 tracker.log(records)
         tracker.finish(path, store.settings_hash)
-    summary = {"path": str(path), "problems": len(problems), "rollouts": total,
-               "generated": written, "skipped": done}
+    summary = {"path": str(path), "problems": len(problems), "rollouts": plan.total,
+               "generated": written, "regraded": regraded, "skipped": plan.current}
     log.info("done: %s", summary)
     return summary
+
+
+def _regrade(rollouts: list[Rollout], store: RolloutStore, grader: Grader, batch_size: int) -> int:
+    """Re-grade recorded rollouts against their problem's current gold; returns how many were written."""
+    written = 0
+    for chunk in _chunks(rollouts, batch_size):
+        records = store.read([rollout.key for rollout in chunk])
+        written += store.append(grader(records, [rollout.problem.answer for rollout in chunk]))
+    if written:
+        log.info("re-graded %d recorded rollouts (changed gold, grader or grading switched on)", written)
+    return written
 
 
 class _Tracker:
@@ -319,11 +560,11 @@ class _Tracker:
                               group=cfg.wandb.group, name=f"{cfg.model.name}/{cfg.benchmark.name}",
                               config=OmegaConf.to_container(cfg, resolve=True))
 
-    def log(self, records: list[dict[str, Any]]) -> None:
+    def log(self, records: list[RolloutRecord]) -> None:
         if self.run is not None:
-            graded = [r["correct"] for r in records if r["correct"] is not None]
+            graded = [r.correct for r in records if r.correct is not None]
             self.run.log({"batch_accuracy": sum(graded) / len(graded) if graded else float("nan"),
-                          "batch_tokens": sum(r["num_tokens"] for r in records)})
+                          "batch_tokens": sum(r.num_tokens for r in records)})
 
     def finish(self, path: Path, settings: str) -> None:
         if self.run is None:
@@ -333,19 +574,22 @@ class _Tracker:
 
 
 def cell_accuracy(path: Path, settings: str) -> dict[str, float]:
-    """Accuracy per (layer span, temperature) cell of one rollout file, for run summaries."""
-    import json
-
-    totals: dict[str, list[int]] = {}
-    with open(path, encoding="utf-8") as handle:
+    """Accuracy per (layer span, temperature) cell of one rollout file's current records, for run
+    summaries."""
+    latest: dict[RolloutKey, RolloutRecord] = {}
+    with open(path, "rb") as handle:
         for line in handle:
-            if not line.endswith("\n"):
-                break
-            record = json.loads(line)
-            if record.get("settings_hash") != settings or record.get("correct") is None:
-                continue
-            name = f"accuracy/L{record['layer_span']}_T{record['temperature']:g}"
-            tally = totals.setdefault(name, [0, 0])
-            tally[0] += bool(record["correct"])
-            tally[1] += 1
+            head = json.loads(line)
+            if head.get("settings_hash") == settings:
+                record = RolloutRecord.from_dict(head)
+                latest[rollout_key(record)] = record
+    totals: dict[str, list[int]] = {}
+    for record in latest.values():
+        if record.correct is None:
+            continue
+        name = f"accuracy/L{record.layer_span}_T{record.temperature:g}"
+        tally = totals.setdefault(name, [0, 0])
+        tally[0] += record.correct
+        tally[1] += 1
     return {name: hits / count for name, (hits, count) in totals.items()}
+

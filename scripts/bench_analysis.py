@@ -20,20 +20,19 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
 
-from analysis.figures import make_figures  # noqa: E402
-from analysis.tables import Options, split_selection, table_builders, write_tables  # noqa: E402
-from eglr.metrics import ANALYSIS_COLUMNS, load_rollouts  # noqa: E402
-from eglr.metrics.synthetic import synthetic_rollouts, write_rollouts  # noqa: E402
-from eglr.metrics.voting import exact_answer_key  # noqa: E402
+from analysis.figures import make_figures
+from analysis.tables import Options, split_selection, table_builders, write_tables
+from eglr.metrics import ANALYSIS_COLUMNS, load_rollouts
+from eglr.metrics.synthetic import synthetic_rollouts, write_rollouts
+from eglr.metrics.voting import exact_answer_key
 
 MODELS = [f"model-{index}" for index in range(8)]
 BENCHMARKS = ["math500", "gsm8k", "aime24", "amc23", "minerva_math", "olympiadbench"]
 # The paper grid: 5 layer spans, greedy + 2 temperatures, 4 samples per cell and
 # 24 at layer span 0: 85 rollouts per problem.
 GRID = {"layer_spans": (0, 1, 2, 4, 8), "temperatures": (0.0, 0.7, 1.0), "samples_per_cell": 4,
-        "baseline_samples": 24}
+        "samples_at_layer_span_0": 24}
 ROLLOUTS_PER_PROBLEM = 85
 
 
@@ -91,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_seconds_for_1m_rollouts": round(cpu_seconds, 2),
         "load_average_before": round(load_before, 2),
         "rollouts": count,
-        "included": "load_rollouts of the JSONL files (without response texts), every table of "
+        "included": "load_rollouts of the JSONL files (without response texts; validated against the "
+                    "record schema, configurations labelled), every table of "
                     "analysis/tables.py computed (1000 bootstrap resamples, 8 subset draws for "
                     "majority vote and best-of-N, computed together as 'selection') and written as "
                     "CSV, Markdown and LaTeX; figures excluded (seconds_figures when --figures)",

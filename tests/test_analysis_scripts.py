@@ -1,4 +1,4 @@
-"""The analysis scripts end to end on a small synthetic rollout directory."""
+"""The analysis (python -m analysis.report) end to end on a small synthetic rollout directory."""
 from __future__ import annotations
 
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis import figures, oracles, report, tables
+from analysis import report
 from analysis.report import compare_with_paper, load_paper
 from eglr.metrics import Bootstrap, load_rollouts, oracle_table
 from eglr.metrics.synthetic import synthetic_rollouts, write_rollouts
@@ -21,7 +21,7 @@ FAST = ["--n-resamples", "100", "--n-draws", "2"]
 def rollout_dir(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("rollouts")
     write_rollouts(synthetic_rollouts(models=("qwen2.5-3b-instruct",), benchmarks=("math500", "gsm8k"),
-                                      n_problems=12, baseline_samples=6), directory)
+                                      n_problems=12, samples_at_layer_span_0=6), directory)
     return directory
 
 
@@ -32,11 +32,10 @@ def report_dir(rollout_dir, tmp_path_factory) -> Path:
     return out
 
 
-def test_oracles_script_writes_one_row_per_model_and_benchmark(rollout_dir, tmp_path):
-    assert oracles.main(["--rollouts", str(rollout_dir), "--out", str(tmp_path), "--n-resamples", "100"]) == 0
-    table = pd.read_csv(tmp_path / "oracles.csv")
-    required = {"model", "benchmark", "n_problems", "greedy", "temperature_only", "layer_only", "joint",
-                "temperature_only_n", "joint_n", "temperature_only_at_joint_budget",
+def test_oracle_table_has_one_row_per_model_and_benchmark(rollout_dir, report_dir):
+    table = pd.read_csv(report_dir / "tables" / "oracles.csv", keep_default_na=False, na_values=[""])
+    required = {"model", "benchmark", "configuration", "n_problems", "greedy", "temperature_only", "layer_only",
+                "joint", "temperature_only_n", "joint_n", "temperature_only_at_joint_budget",
                 "joint_at_temperature_budget", "joint_ci_low", "joint_ci_high"}
     assert required <= set(table.columns)
     assert sorted(table["benchmark"]) == ["gsm8k", "math500"] and (table["n_problems"] == 12).all()
@@ -45,34 +44,35 @@ def test_oracles_script_writes_one_row_per_model_and_benchmark(rollout_dir, tmp_
     expected = oracle_table(load_rollouts(rollout_dir), Bootstrap(n_resamples=100))
     assert table["joint"].tolist() == pytest.approx(expected["joint"].tolist())
     assert table["temperature_only_at_joint_budget"].isna().all()  # 13 < 27: left empty
-    assert "\\toprule" in (tmp_path / "oracles.tex").read_text()
-    assert "| qwen2.5-3b-instruct" in (tmp_path / "oracles.md").read_text()
+    assert "\\toprule" in (report_dir / "tables" / "oracles.tex").read_text()
+    markdown = (report_dir / "tables" / "oracles.md").read_text()
+    assert "| qwen2.5-3b-instruct" in markdown and "Configuration" not in markdown  # one configuration
 
 
-def test_tables_script_writes_every_table(rollout_dir, tmp_path):
-    assert tables.main(["--rollouts", str(rollout_dir), "--out", str(tmp_path), *FAST,
-                        "--answer-key", "exact"]) == 0
-    for name in ("oracles", "cells", "cost", "cost_by_span", "complementarity", "majority_vote", "best_of_n", "grpo"):
+def test_every_table_is_written(report_dir):
+    tables = report_dir / "tables"
+    for name in ("configurations", "oracles", "cells", "cost", "cost_by_span", "complementarity", "majority_vote",
+                 "best_of_n", "grpo"):
         for suffix in (".csv", ".md", ".tex"):
-            assert (tmp_path / f"{name}{suffix}").stat().st_size > 0, name + suffix
-    cells = pd.read_csv(tmp_path / "cells.csv")
+            assert (tables / f"{name}{suffix}").stat().st_size > 0, name + suffix
+    cells = pd.read_csv(tables / "cells.csv")
     assert len(cells) == 2 * 3 * 3  # benchmarks x layer spans x temperatures
     assert {"accuracy", "accuracy_ci_low", "accuracy_ci_high", "n_rollouts"} <= set(cells.columns)
-    cost = pd.read_csv(tmp_path / "cost.csv")
+    cost = pd.read_csv(tables / "cost.csv")
     assert (cost.loc[cost["layer_span"] == 0, "relative_compute"] == 1.0).all()
     assert (cost.loc[cost["layer_span"] > 0, "relative_compute"] > 1.0).all()
-    votes = pd.read_csv(tmp_path / "majority_vote.csv")
+    votes = pd.read_csv(tables / "majority_vote.csv")
     assert set(votes["budget"]) == {"full", "equal"} and votes["majority_vote"].between(0, 100).all()
-    assert {"oracle", "answer_frequency", "mean_logprob"} <= set(pd.read_csv(tmp_path / "best_of_n.csv").columns)
-    assert "T=0 (greedy)" in (tmp_path / "cells.md").read_text()
+    assert {"oracle", "answer_frequency", "mean_logprob"} <= set(pd.read_csv(tables / "best_of_n.csv").columns)
+    assert "T=0 (greedy)" in (tables / "cells.md").read_text()
 
 
-def test_figures_script_writes_png_and_pdf(rollout_dir, tmp_path):
-    assert figures.main(["--rollouts", str(rollout_dir), "--out", str(tmp_path), *FAST]) == 0
+def test_figures_are_written_as_png_and_pdf(report_dir):
+    figures = report_dir / "figures"
     stems = {"heatmap_qwen2.5-3b-instruct", "oracle_bars", "pass_at_k_qwen2.5-3b-instruct", "complementarity", "cost"}
-    written = {path.name for path in tmp_path.iterdir()}
+    written = {path.name for path in figures.iterdir()}
     assert {f"{stem}{suffix}" for stem in stems for suffix in (".png", ".pdf")} <= written
-    assert (tmp_path / "oracle_bars.png").read_bytes()[:4] == b"\x89PNG"
+    assert (figures / "oracle_bars.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_report_assembles_tables_figures_and_the_papers_numbers(report_dir):
@@ -90,7 +90,7 @@ def test_report_assembles_tables_figures_and_the_papers_numbers(report_dir):
 
 def test_compare_with_paper_puts_our_value_beside_the_reported_one(report_dir):
     ours = pd.read_csv(report_dir / "tables" / "oracles.csv")
-    paper = load_paper(REPO_ROOT / "results" / "paper_reported.csv")
+    paper = load_paper(report.PAPER_REPORTED)
     assert set(paper["metric"]) == {"joint", "temperature_only", "layer_only"}
     comparison = compare_with_paper(ours, paper).set_index("metric")
     math500 = ours.loc[ours["benchmark"] == "math500"].iloc[0]
@@ -107,13 +107,12 @@ def test_paper_file_with_wrong_columns_is_rejected(tmp_path):
         load_paper(path)
 
 
-def test_scripts_run_as_files_and_never_import_the_engine(rollout_dir, tmp_path):
-    # Load analysis/oracles.py as a file (not as part of the package), run its main,
-    # then check that neither the decoding engine nor torch/transformers got imported.
+def test_the_analysis_never_imports_the_engine(rollout_dir, tmp_path):
     code = (
-        "import runpy, sys\n"
-        "script = runpy.run_path('analysis/oracles.py', run_name='script')\n"
-        "assert script['main'](['--rollouts', sys.argv[1], '--out', sys.argv[2], '--n-resamples', '50']) == 0\n"
+        "import sys\n"
+        "from analysis.report import main\n"
+        "assert main(['--rollouts', sys.argv[1], '--out', sys.argv[2], '--n-resamples', '20', '--n-draws', '1',"
+        " '--no-figures']) == 0\n"
         "loaded = {'torch', 'transformers', 'eglr.engine'} & set(sys.modules)\n"
         "assert not loaded, loaded\n"
     )
@@ -138,3 +137,38 @@ def test_saved_figures_are_byte_identical_when_regenerated(tmp_path) -> None:
         paths = save_figure(figure, tmp_path / name, "figure")
         contents.append([path.read_bytes() for path in paths])
     assert contents[0] == contents[1]
+
+
+def test_the_analysis_is_an_installed_package():
+    import tomllib
+
+    from setuptools import find_packages
+
+    setup = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = find_packages(str(REPO_ROOT), include=setup["packages"]["find"]["include"])
+    assert {"eglr", "eglr.metrics", "analysis"} <= set(found)
+
+
+def test_report_runs_from_any_directory_after_installation(rollout_dir, tmp_path):
+    """Install this tree (not editable) into a scratch directory, then run the report from elsewhere."""
+    import os
+    import shutil
+
+    source = tmp_path / "source"
+    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(
+        ".venv*", ".git", "results", "tests", "outputs", "multirun", "build", "*.egg-info", "__pycache__"))
+    site = tmp_path / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
+                              "--no-index", "--quiet", "--target", str(site), str(source)],
+                             capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr[-2000:]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    code = ("import sys, analysis.report as r; assert r.__file__.startswith(sys.argv[1]), r.__file__; "
+            "sys.exit(r.main(sys.argv[2:]))")
+    result = subprocess.run([sys.executable, "-c", code, str(site), "--rollouts", str(rollout_dir),
+                             "--out", str(tmp_path / "out"), "--n-resamples", "20", "--n-draws", "1", "--no-figures"],
+                            cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "out" / "oracles.csv").is_file()

@@ -7,7 +7,7 @@ from conftest import compose
 from eglr.runner import output_path, run
 
 REDUCED = ["experiment=demo", "limit=6", "grid.layer_spans=[0,1,3]", "grid.samples=2",
-           "grid.baseline_samples=4", "progress=false"]
+           "grid.samples_at_layer_span_0=4", "progress=false"]
 
 
 def test_reduced_demo_end_to_end(tmp_path) -> None:

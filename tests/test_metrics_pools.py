@@ -25,7 +25,7 @@ from eglr.metrics import (
 def frame(rows: list[tuple]) -> pd.DataFrame:
     """Rollouts from (problem, layer span, temperature, sample, correct) tuples."""
     data = pd.DataFrame(rows, columns=["problem_id", "layer_span", "temperature", "sample", "correct"])
-    return data.assign(model="m", benchmark="b")
+    return data.assign(model="m", benchmark="b", configuration="")
 
 
 def test_pass_at_k_matches_the_definition():

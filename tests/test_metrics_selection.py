@@ -26,8 +26,8 @@ ALL = Pool("all")
 def problems(answers: dict[str, list[tuple[str | None, bool]]]) -> pd.DataFrame:
     """Rollouts of each problem in canonical order (sample = position), from (answer, correct) pairs."""
     rows = [
-        {"model": "m", "benchmark": "b", "problem_id": problem, "layer_span": 0, "temperature": 0.7,
-         "sample": index, "extracted": answer, "correct": correct, "mean_logprob": np.nan}
+        {"model": "m", "benchmark": "b", "configuration": "", "problem_id": problem, "layer_span": 0,
+         "temperature": 0.7, "sample": index, "extracted": answer, "correct": correct, "mean_logprob": np.nan}
         for problem, items in answers.items() for index, (answer, correct) in enumerate(items)
     ]
     return pd.DataFrame(rows)

@@ -101,12 +101,12 @@ def test_relative_compute_counts_extra_layer_and_lm_head_passes():
 def test_cost_summary_pools_gated_steps_over_tokens():
     rollouts = pd.DataFrame({
         "model": "m", "benchmark": "b", "layer_span": [2, 2, 0], "temperature": 0.0,
-        "num_tokens": [100, 300, 50], "num_gated": [10, 10, 0], "num_iterations": [20, 0, 0], "num_layers": 8,
+        "num_tokens": [100, 300, 50], "num_gated": [10, 10, 0], "num_reapplications": [20, 0, 0], "num_layers": 8,
     })
     summary = cost_summary(rollouts).set_index("layer_span")
     assert summary.loc[2, "gated_rate"] == pytest.approx(20 / 400)
-    assert summary.loc[2, "mean_tokens"] == 200 and summary.loc[2, "mean_iterations"] == 10
-    assert summary.loc[2, "iterations_per_gated_step"] == pytest.approx(1.0)
+    assert summary.loc[2, "mean_tokens"] == 200 and summary.loc[2, "mean_reapplications"] == 10
+    assert summary.loc[2, "reapplications_per_gated_step"] == pytest.approx(1.0)
     # Mean over rollouts of 1 + I (L + 1) / (T (N + 1)): (1 + 60/900 + 1) / 2.
     assert summary.loc[2, "relative_compute"] == pytest.approx((2 + 60 / 900) / 2)
     assert summary.loc[0, "relative_compute"] == 1.0 and summary.loc[0, "gated_rate"] == 0.0

@@ -46,7 +46,7 @@ def rollouts() -> pd.DataFrame:
     for problem, outcomes in OUTCOMES.items():
         for index, ((span, temperature, sample), correct) in enumerate(zip(CELLS, outcomes)):
             rows.append({
-                "model": "m", "benchmark": "b", "problem_id": problem, "layer_span": span,
+                "model": "m", "benchmark": "b", "configuration": "", "problem_id": problem, "layer_span": span,
                 "temperature": temperature, "sample": sample, "correct": bool(correct),
                 # Every answer distinct: votes always tie and go to the earliest rollout.
                 "extracted": "42" if correct else f"wrong-{problem}-{index}",

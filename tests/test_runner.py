@@ -13,13 +13,8 @@ import pytest
 
 from conftest import REPO_ROOT, compose
 from eglr.runner import output_path, run
+from eglr.schema import SCHEMA_VERSION, RolloutRecord
 
-RECORD_FIELDS = [
-    "model", "model_id", "revision", "benchmark", "problem_id", "layer_span", "temperature", "top_p",
-    "sample", "seed", "tau", "k_max", "eps", "criterion", "kv_policy", "max_new_tokens", "prompt_version",
-    "response", "gold", "extracted", "correct", "num_tokens", "num_gated", "num_iterations",
-    "finish_reason", "time_s", "settings_hash", "eglr_version",
-]
 # A grid of greedy and sampled cells over two layer spans; tau=0 gates most steps of a random model.
 SMALL = ["model=tiny-random-qwen2", "benchmark=math500", "grid.layer_spans=[0,2]",
          "grid.temperatures=[0.0,1.0]", "grid.samples=2", "eglr.tau=0.0", "generation.max_new_tokens=6",
@@ -55,15 +50,23 @@ def test_records_have_every_field_and_one_per_key(small_run) -> None:
     # 3 problems x (L=0, L=2) x (greedy 1 + T=1.0 2 samples)
     assert summary["generated"] == len(records) == 3 * 2 * 3
     assert len({key(r) for r in records}) == len(records)
-    for record in records:
-        missing = [name for name in RECORD_FIELDS if name not in record]
-        assert not missing, missing
+    for line in path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        assert list(record) == list(RolloutRecord.field_names())  # the schema, in its order
+        assert RolloutRecord.from_dict(record).to_json() == line
+        assert record["schema_version"] == SCHEMA_VERSION and record["engine"] == "hf"
         assert record["model"] == "tiny-random-qwen2" and record["benchmark"] == "math500"
         assert record["finish_reason"] in {"eos", "length"}
         assert 0 <= record["num_gated"] <= record["num_tokens"] <= 6
-        assert record["num_iterations"] <= cfg.eglr.k_max * record["num_gated"]
-        assert isinstance(record["correct"], bool)
-        assert record["gold"] and record["eglr_version"].startswith("0.")
+        assert record["num_reapplications"] <= cfg.eglr.k_max * record["num_gated"]
+        assert record["num_converged"] <= record["num_gated"]
+        histogram = record["reapplication_histogram"]
+        assert len(histogram) == cfg.eglr.k_max and sum(histogram) == record["num_gated"]
+        assert sum((index + 1) * count for index, count in enumerate(histogram)) == record["num_reapplications"]
+        assert (record["mean_stop_kl"] is None) == (record["num_gated"] == 0)
+        assert record["tau"] == 0.0 and record["reinject"] == "raw" and record["provenance"] is None
+        assert isinstance(record["correct"], bool) and record["grader_version"] and record["grade_reason"]
+        assert record["gold"] and record["problem_digest"] and record["eglr_version"].startswith("0.")
     assert any(r["num_gated"] > 0 for r in records if r["layer_span"] == 2)
     assert all(r["num_gated"] == 0 for r in records if r["layer_span"] == 0)
 
@@ -116,28 +119,6 @@ def test_shards_split_problems_into_separate_files(tmp_path, data_dir) -> None:
     assert paths[0] != paths[1]
     ids = [{r["problem_id"] for r in read_records(path)} for path in paths]
     assert len(ids[0]) == 3 and len(ids[1]) == 2 and not ids[0] & ids[1]
-
-
-@pytest.mark.parametrize("override,message", [
-    ("grid.layer_spans=[0,5]", "grid.layer_spans: 5 is outside [0, 4]"),
-    ("grid.temperatures=[-0.5]", "grid.temperatures: -0.5"),
-    ("grid.layer_spans=[]", "grid.layer_spans is empty"),
-    ("grid.temperatures=[]", "grid.temperatures is empty"),
-    ("eglr.criterion=median", "median"),
-    ("eglr.k_max=-1", "k_max"),
-    ("benchmark.name=math5000", "math5000"),
-    ("shard=2", "shard=2"),
-    ("generation.top_p=0", "top_p"),
-])
-def test_invalid_configuration_fails_before_loading_a_model(override, message, tmp_path, monkeypatch) -> None:
-    import eglr.models
-
-    def must_not_load(*args, **kwargs):
-        raise AssertionError("the model was loaded before the configuration was validated")
-
-    monkeypatch.setattr(eglr.models, "load_model", must_not_load)
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace(".", r"\.")):
-        run(compose(SMALL + [override, f"output_dir={tmp_path}"]))
 
 
 def test_unknown_model_is_named_by_hydra() -> None:
@@ -208,3 +189,167 @@ def test_wandb_offline_run_records_cell_accuracy_summary(tmp_path, monkeypatch, 
         assert summary[f"accuracy/L{layer_span}_T0"] == sum(cell) / len(cell)
     logs = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(logs) == 1 and b"accuracy/L2_T0" in logs[0].read_bytes()
+
+
+# --- Settings identity and stale records -------------------------------------------------------
+
+GREEDY_L2 = SMALL + ["grid.temperatures=[0.0]", "grid.layer_spans=[2]"]
+
+
+def latest(records: list[dict]) -> dict[tuple, dict]:
+    """The last record of each key (later records of a rollout supersede earlier ones)."""
+    return {key(record): record for record in records}
+
+
+def write_math500(path: Path, rows: list[tuple[str, str, str]]) -> Path:
+    path.write_text("".join(json.dumps({"unique_id": pid, "problem": text, "answer": gold}) + "\n"
+                            for pid, text, gold in rows), encoding="utf-8")
+    return path
+
+
+def test_number_spelling_does_not_change_the_settings(tmp_path, data_dir) -> None:
+    base = GREEDY_L2 + [f"output_dir={tmp_path}"]
+    run(compose(base + ["eglr.tau=1.0"]))
+    assert run(compose(base + ["eglr.tau=1"]))["generated"] == 0
+    assert run(compose(base + ["eglr.tau=1", "generation.top_p=1"]))["generated"] == 0
+
+
+def test_eps_is_left_out_under_the_argmax_criterion(tmp_path, data_dir) -> None:
+    base = GREEDY_L2 + [f"output_dir={tmp_path}", "eglr.criterion=argmax"]
+    run(compose(base))
+    assert run(compose(base + ["eglr.eps=0.5"]))["generated"] == 0
+    assert run(compose(base + ["eglr.criterion=kl", "eglr.eps=0.5"]))["generated"] == 3
+
+
+def test_an_edited_gold_answer_is_regraded_not_reused(tmp_path) -> None:
+    path = write_math500(tmp_path / "bench.jsonl", [("a", "What is 2+2?", "4"), ("b", "What is 3+3?", "6")])
+    base = GREEDY_L2 + ["limit=null", f"benchmark.path={path}", f"output_dir={tmp_path / 'out'}"]
+    cfg = compose(base)
+    run(cfg)
+    write_math500(path, [("a", "What is 2+2?", "4"), ("b", "What is 3+3?", "7")])
+    summary = run(cfg)
+    assert summary["generated"] == 0 and summary["regraded"] == 1
+    records = latest(read_records(output_path(cfg)))
+    assert records[("b", 2, 0.0, 0)]["gold"] == "7" and records[("a", 2, 0.0, 0)]["gold"] == "4"
+    assert all(isinstance(record["correct"], bool) for record in records.values())
+    assert run(cfg)["regraded"] == 0
+
+
+def test_an_edited_problem_text_is_regenerated(tmp_path) -> None:
+    path = write_math500(tmp_path / "bench.jsonl", [("a", "What is 2+2?", "4"), ("b", "What is 3+3?", "6")])
+    base = GREEDY_L2 + ["limit=null", f"benchmark.path={path}", f"output_dir={tmp_path / 'out'}"]
+    cfg = compose(base)
+    run(cfg)
+    before = latest(read_records(output_path(cfg)))
+    write_math500(path, [("a", "What is 2+2?", "4"), ("b", "What is 30+30? Think hard.", "60")])
+    summary = run(cfg)
+    assert summary["generated"] == 1
+    after = latest(read_records(output_path(cfg)))
+    assert after[("a", 2, 0.0, 0)] == before[("a", 2, 0.0, 0)]
+    assert after[("b", 2, 0.0, 0)]["gold"] == "60"
+    assert after[("b", 2, 0.0, 0)]["problem_digest"] != before[("b", 2, 0.0, 0)]["problem_digest"]
+
+
+def test_infinite_taus_are_recorded_and_resumed(tmp_path, data_dir) -> None:
+    from eglr.metrics import load_rollouts
+
+    for tau, gated in (("-inf", True), ("inf", False)):
+        cfg = compose(GREEDY_L2 + [f"eglr.tau={tau}", f"output_dir={tmp_path}"])
+        assert run(cfg)["generated"] == 3
+        lines = [json.loads(line) for line in output_path(cfg).read_text().splitlines()][-3:]
+        assert all(record["tau"] == tau for record in lines)  # JSON has no infinities
+        assert all((record["num_gated"] == record["num_tokens"]) == gated for record in lines)
+        assert run(cfg)["generated"] == 0
+    rollouts = load_rollouts(tmp_path)
+    assert sorted(rollouts["tau"].unique()) == [float("-inf"), float("inf")]
+    assert list(rollouts["configuration"].cat.categories) == ["tau=-inf", "tau=inf"]
+
+
+def test_grading_a_job_written_without_grading(tmp_path, data_dir) -> None:
+    base = GREEDY_L2 + [f"output_dir={tmp_path}"]
+    ungraded = compose(base + ["grade=false"])
+    run(ungraded)
+    assert all(record["correct"] is None for record in read_records(output_path(ungraded)))
+    summary = run(compose(base))
+    assert summary["generated"] == 0 and summary["regraded"] == 3
+    records = latest(read_records(output_path(ungraded)))
+    assert all(isinstance(record["correct"], bool) and record["grader_version"] for record in records.values())
+    # Running without grading again keeps the grades.
+    assert run(ungraded)["regraded"] == run(ungraded)["generated"] == 0
+
+
+# --- Validation at the boundary ----------------------------------------------------------------
+
+@pytest.mark.parametrize("override,message", [
+    ("grid.layer_spans=[0,5]", "grid.layer_spans: 5 is outside [0, 4]"),
+    ("grid.temperatures=[-0.5]", "grid.temperatures: -0.5"),
+    ("grid.layer_spans=[]", "grid.layer_spans is empty"),
+    ("grid.temperatures=[]", "grid.temperatures is empty"),
+    ("eglr.criterion=median", "eglr.criterion='median'"),
+    ("eglr.k_max=-1", "eglr.k_max=-1"),
+    ("benchmark.name=math5000", "benchmark.name='math5000'"),
+    ("shard=2", "shard=2"),
+    ("generation.top_p=0", "generation.top_p=0"),
+    ("grid.temperatures=[0.0,1e-37]", "grid.temperatures: 1e-37 is below the minimum"),
+    ("grid.temperatures=[0.7,0.7000000001]", "grid.temperatures"),
+    ("generation.top_p=abc", "generation.top_p='abc'"),
+    ("generation.seed=abc", "generation.seed='abc'"),
+    ("generation.max_new_tokens=0", "generation.max_new_tokens=0"),
+    ("eglr.tau=abc", "eglr.tau='abc'"),
+    ("eglr.tau=nan", "eglr.tau=nan"),
+    ("eglr.kv_policy=sideways", "eglr.kv_policy='sideways'"),
+    ("engine=tgi", "engine='tgi'"),
+    ("device=tpu", "device='tpu'"),
+    ("grid.samples=0", "grid.samples=0"),
+    ("model.revision=123", "model.revision=123"),
+    ("prompt.version=2", "prompt.version=2"),
+    ("prompt.template='{question}'", "prompt.template='{question}': takes only"),
+    ("prompt.template='Solve it.'", "prompt.template='Solve it.': has no {problem}"),
+])
+def test_bad_values_are_named_before_a_model_is_loaded(override, message, tmp_path, monkeypatch) -> None:
+    import eglr.models
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the configuration was validated")
+
+    monkeypatch.setattr(eglr.models, "load_model", must_not_load)
+    with pytest.raises(ValueError) as error:
+        run(compose(SMALL + [override, f"output_dir={tmp_path}"]))
+    assert message in str(error.value)
+
+
+def test_several_bad_values_are_all_named(tmp_path) -> None:
+    with pytest.raises(ValueError) as error:
+        run(compose(SMALL + ["generation.top_p=abc", "generation.batch_size=0", f"output_dir={tmp_path}"]))
+    assert "generation.top_p='abc'" in str(error.value) and "generation.batch_size=0" in str(error.value)
+
+
+def test_cuda_without_a_gpu_is_refused_before_loading(tmp_path, monkeypatch) -> None:
+    import torch
+
+    import eglr.models
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(eglr.models, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    with pytest.raises(ValueError, match="device='cuda'.*no CUDA device"):
+        run(compose(SMALL + ["device=cuda", f"output_dir={tmp_path}"]))
+
+
+def test_the_vllm_engine_is_refused_clearly(tmp_path) -> None:
+    with pytest.raises(ValueError, match="engine='vllm'.*not available"):
+        run(compose(SMALL + ["engine=vllm", f"output_dir={tmp_path}"]))
+
+
+def test_an_empty_benchmark_file_is_named(tmp_path) -> None:
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n")
+    with pytest.raises(ValueError, match=f"{path}.*no problems"):
+        run(compose(SMALL + [f"benchmark.path={path}", f"output_dir={tmp_path}"]))
+
+
+def test_a_row_without_an_answer_names_row_and_file(tmp_path) -> None:
+    path = tmp_path / "bench.jsonl"
+    path.write_text(json.dumps({"unique_id": "a", "problem": "1+1?", "answer": "2"}) + "\n"
+                    + json.dumps({"unique_id": "b", "problem": "2+2?"}) + "\n")
+    with pytest.raises(ValueError, match=f"{path}.*row 2"):
+        run(compose(SMALL + [f"benchmark.path={path}", f"output_dir={tmp_path}"]))

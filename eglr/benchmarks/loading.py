@@ -129,9 +129,15 @@ def load_benchmark(
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ValueError(f"limit must be a non-negative int or None, got {limit!r}")
     rows, origin = _rows(spec, path, options)
+    if not rows:
+        raise ValueError(f"benchmark {name!r}: {origin} holds no problems (it is empty)")
     problems = []
     for index, row in enumerate(rows[:limit] if limit is not None else rows):
-        problem = spec.row_to_problem(row, index)
+        try:
+            problem = spec.row_to_problem(row, index)
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"benchmark {name!r}: {origin}, row {index + 1} (index {index}) cannot be read: "
+                             f"{error}") from error
         problem.metadata.update(benchmark=spec.name, source=origin)
         problems.append(problem)
     seen: set[str] = set()

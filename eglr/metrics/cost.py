@@ -3,10 +3,10 @@
 Cost model, in decoder-layer-equivalents. A plain decode step runs the model's
 N decoder layers and the lm_head, which is counted as ``lm_head_cost`` layers
 (a configurable number: for a 3B model with a 150k vocabulary the lm_head has
-roughly as many multiply-adds as four decoder layers). Each extra EGLR
-iteration re-applies the top L layers to the last hidden state and runs the
+roughly as many multiply-adds as four decoder layers). Each EGLR
+re-application runs the top L layers on the last hidden state and the
 lm_head again to test convergence. For one rollout of T generated tokens with
-I extra iterations in total,
+I re-applications in total,
 
     relative compute = (T (N + h) + I (L + h)) / (T (N + h)),   h = lm_head_cost,
 
@@ -21,13 +21,13 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-COST_FIELDS = ("num_tokens", "num_gated", "num_iterations", "num_layers")
+COST_FIELDS = ("num_tokens", "num_gated", "num_reapplications", "num_layers")
 DEFAULT_LM_HEAD_COST = 1.0
 
 
 def relative_compute(
     num_tokens: np.ndarray,
-    num_iterations: np.ndarray,
+    num_reapplications: np.ndarray,
     layer_span: np.ndarray,
     num_layers: np.ndarray,
     lm_head_cost: float = DEFAULT_LM_HEAD_COST,
@@ -37,7 +37,7 @@ def relative_compute(
         raise ValueError(f"lm_head_cost must be >= 0, got {lm_head_cost}")
     tokens = np.asarray(num_tokens, dtype=float)
     plain = tokens * (np.asarray(num_layers, dtype=float) + lm_head_cost)
-    extra = np.asarray(num_iterations, dtype=float) * (np.asarray(layer_span, dtype=float) + lm_head_cost)
+    extra = np.asarray(num_reapplications, dtype=float) * (np.asarray(layer_span, dtype=float) + lm_head_cost)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(tokens > 0, 1.0 + extra / plain, 1.0)
 
@@ -53,8 +53,8 @@ def cost_summary(
     lm_head_cost: float = DEFAULT_LM_HEAD_COST,
 ) -> pd.DataFrame:
     """Per group: rollouts, mean generated tokens, gated-step rate (gated steps over
-    all steps, pooled over rollouts), mean extra iterations per rollout, extra
-    iterations per gated step, and mean relative compute per rollout."""
+    all steps, pooled over rollouts), mean re-applications per rollout,
+    re-applications per gated step, and mean relative compute per rollout."""
     missing = missing_cost_fields(rollouts)
     if missing:
         raise ValueError(f"cost needs the rollout fields {missing}, which are missing")
@@ -65,7 +65,7 @@ def cost_summary(
     for name in COST_FIELDS[:3]:
         fields[name] = rollouts[name].to_numpy(dtype=float)
     fields["relative_compute"] = relative_compute(
-        fields["num_tokens"], fields["num_iterations"], rollouts["layer_span"],
+        fields["num_tokens"], fields["num_reapplications"], rollouts["layer_span"],
         rollouts["num_layers"], lm_head_cost,
     )
     grouped = fields.groupby(list(by), observed=True, sort=True)
@@ -74,16 +74,16 @@ def cost_summary(
         mean_tokens=("num_tokens", "mean"),
         total_tokens=("num_tokens", "sum"),
         total_gated=("num_gated", "sum"),
-        mean_iterations=("num_iterations", "mean"),
-        total_iterations=("num_iterations", "sum"),
+        mean_reapplications=("num_reapplications", "mean"),
+        total_reapplications=("num_reapplications", "sum"),
         relative_compute=("relative_compute", "mean"),
     ).reset_index()
     with np.errstate(invalid="ignore", divide="ignore"):
         summary["gated_rate"] = summary["total_gated"] / summary["total_tokens"]
-        summary["iterations_per_gated_step"] = np.where(
-            summary["total_gated"] > 0, summary["total_iterations"] / summary["total_gated"], 0.0
+        summary["reapplications_per_gated_step"] = np.where(
+            summary["total_gated"] > 0, summary["total_reapplications"] / summary["total_gated"], 0.0
         )
     return summary[
-        [*by, "n_rollouts", "mean_tokens", "gated_rate", "mean_iterations",
-         "iterations_per_gated_step", "relative_compute"]
+        [*by, "n_rollouts", "mean_tokens", "gated_rate", "mean_reapplications",
+         "reapplications_per_gated_step", "relative_compute"]
     ]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from eglr.metrics.io import CELL_KEY, PROBLEM_KEY
+from eglr.metrics.io import CELL_KEY, GROUP_KEY, PROBLEM_KEY
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,8 @@ class Pool:
 
 def _within_smallest_cell(rollouts: pd.DataFrame) -> np.ndarray:
     """Rows whose sample index is below the smallest layer span's sample count at
-    their (model, benchmark, temperature)."""
-    per_temperature = [rollouts["model"], rollouts["benchmark"], rollouts["temperature"]]
+    their (model, benchmark, configuration, temperature)."""
+    per_temperature = [rollouts[name] for name in GROUP_KEY] + [rollouts["temperature"]]
     per_cell = per_temperature + [rollouts["layer_span"]]
     cell_size = rollouts.groupby(per_cell, observed=True)["sample"].transform("max") + 1
     cap = cell_size.groupby(per_temperature, observed=True).transform("min")

@@ -1,7 +1,9 @@
 """The paper's tables as DataFrames, computed from a rollout frame (:func:`load_rollouts`).
 
-Every function takes the rollouts of any number of models and benchmarks and
-returns one frame with ``model`` and ``benchmark`` columns. Accuracies, oracles,
+Every function takes the rollouts of any number of models, benchmarks and
+configurations and returns one frame with ``model``, ``benchmark`` and
+``configuration`` columns (:data:`eglr.metrics.io.GROUP_KEY`): rollouts of
+different configurations are never pooled. Accuracies, oracles,
 pass@k and fractions of problems are in percent, each with ``_ci_low`` and
 ``_ci_high`` columns: a percentile bootstrap interval over problems.
 
@@ -23,7 +25,7 @@ from eglr.metrics.bootstrap import Bootstrap, bootstrap_ci, bootstrap_table, ci_
 from eglr.metrics.complementarity import CATEGORIES, complementarity
 from eglr.metrics.cost import DEFAULT_LM_HEAD_COST, cost_summary
 from eglr.metrics.grpo import grpo_signal
-from eglr.metrics.io import CELL_KEY, PROBLEM_KEY, ROLLOUT_KEY
+from eglr.metrics.io import CELL_KEY, GROUP_KEY, PROBLEM_KEY, ROLLOUT_KEY
 from eglr.metrics.pools import (
     JOINT,
     LAYER_ONLY,
@@ -46,7 +48,6 @@ from eglr.metrics.verifiers import (
 )
 from eglr.metrics.voting import AnswerKey, default_answer_key, majority_vote
 
-GROUP_KEY = ["model", "benchmark"]
 SAMPLING_POOLS = (TEMPERATURE_ONLY, LAYER_ONLY, JOINT)
 ORACLE_METRICS = (
     "greedy",
@@ -133,7 +134,7 @@ def pass_at_k_table(
     pools at equal numbers of rollouts."""
     parts = []
     for pool in pools:
-        for (model, benchmark), group in pool_counts(rollouts, pool).groupby(GROUP_KEY, observed=True, sort=True):
+        for names, group in pool_counts(rollouts, pool).groupby(GROUP_KEY, observed=True, sort=True):
             largest = int(group["n"].max())
             if largest == 0:
                 continue
@@ -141,7 +142,7 @@ def pass_at_k_table(
             curve = pass_at_k_curve(group["n"].to_numpy(), group["c"].to_numpy(), top)
             estimate, low, high = bootstrap_ci(curve, bootstrap.n_resamples, bootstrap.confidence, bootstrap.seed)
             parts.append(pd.DataFrame({
-                "model": model, "benchmark": benchmark, "pool": pool.name, "k": np.arange(1, top + 1),
+                **dict(zip(GROUP_KEY, names)), "pool": pool.name, "k": np.arange(1, top + 1),
                 "n_problems": int((group["n"] > 0).sum()),
                 "pass_at_k": 100 * estimate, "pass_at_k_ci_low": 100 * low, "pass_at_k_ci_high": 100 * high,
             }))
@@ -189,7 +190,7 @@ def grpo_table(
 
 
 def cost_table(rollouts: pd.DataFrame, lm_head_cost: float = DEFAULT_LM_HEAD_COST) -> pd.DataFrame:
-    """Per (layer span, temperature) cell: tokens, gated-step rate, extra iterations
+    """Per (layer span, temperature) cell: tokens, gated-step rate, re-applications
     and relative compute (see :mod:`eglr.metrics.cost` for the cost model)."""
     return cost_summary(rollouts, GROUP_KEY + CELL_KEY, lm_head_cost)
 
@@ -247,17 +248,17 @@ def selection_budgets(rollouts: pd.DataFrame, pools: Sequence[Pool]) -> pd.DataF
     Each pool is used whole (``budget == "full"``, ``k`` = its size), and a pool
     larger than the *equal budget* -- the smaller of the temperature-only and
     joint pools -- is also cut down to it (``budget == "equal"``): random subsets of
-    ``k`` rollouts, averaged over draws. One row per (model, benchmark, pool, budget).
+    ``k`` rollouts, averaged over draws. One row per (model, benchmark, configuration, pool, budget).
     """
     equal = np.minimum(_pool_sizes(rollouts, TEMPERATURE_ONLY), _pool_sizes(rollouts, JOINT))
     rows = []
     for pool in pools:
         sizes = _pool_sizes(rollouts, pool)
-        for (model, benchmark), size in sizes[sizes > 0].items():
-            rows.append((model, benchmark, pool.name, "full", int(size)))
-            cap = equal.get((model, benchmark), 0)
+        for group, size in sizes[sizes > 0].items():
+            rows.append((*group, pool.name, "full", int(size)))
+            cap = equal.get(group, 0)
             if 0 < cap < size:
-                rows.append((model, benchmark, pool.name, "equal", int(cap)))
+                rows.append((*group, pool.name, "equal", int(cap)))
     return pd.DataFrame(rows, columns=GROUP_KEY + ["pool", "budget", "k"])
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from eglr.metrics.io import PROBLEM_KEY
 from eglr.metrics.pools import Pool
 from eglr.metrics.sampling import (
     DEFAULT_DRAWS,
@@ -73,7 +74,7 @@ def best_of_n(candidates: pd.DataFrame, scorer: Scorer) -> pd.DataFrame:
     dense_sets = dense_set_ids(set_ids)
     scored = np.bincount(dense_sets, weights=~np.isnan(scores))
     chosen = first_max_per_set(set_ids, np.where(np.isnan(scores), -np.inf, scores))
-    result = candidates.iloc[chosen][["candidate_set", "model", "benchmark", "problem_id", "draw"]]
+    result = candidates.iloc[chosen][["candidate_set", *PROBLEM_KEY, "draw"]]
     result = result.reset_index(drop=True)
     result["score"] = scores[chosen]
     result["correct"] = np.where(

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from eglr.metrics.io import PROBLEM_KEY
 from eglr.metrics.pools import Pool
 from eglr.metrics.sampling import (
     DEFAULT_DRAWS,
@@ -81,7 +82,7 @@ def majority_vote(candidates: pd.DataFrame, key: AnswerKey | None = None) -> pd.
     winning = first_max_per_set(set_ids[earliest], votes)
     winners = earliest[winning]
 
-    result = candidates.iloc[set_starts(set_ids)][["candidate_set", "model", "benchmark", "problem_id", "draw"]]
+    result = candidates.iloc[set_starts(set_ids)][["candidate_set", *PROBLEM_KEY, "draw"]]
     result = result.reset_index(drop=True)
     won = pd.DataFrame(
         {
