@@ -100,8 +100,8 @@ def validate(cfg: DictConfig) -> None:
     """Reject a bad configuration before any model or data is loaded: one ValueError naming every
     bad key and its value."""
     problems: list[str] = []
-    for check in (_check_engine, _check_device, _check_model, _check_grid, _check_eglr, _check_generation,
-                  _check_prompt, _check_job):
+    for check in (_check_engine, _check_device, _check_model, _check_grid, _check_eglr, _check_calibration,
+                  _check_generation, _check_prompt, _check_job):
         check(cfg, problems)
     if problems:
         raise ValueError("invalid configuration:\n  " + "\n  ".join(problems))
@@ -195,6 +195,32 @@ def _check_eglr(cfg: DictConfig, problems: list[str]) -> None:
             EGLRConfig(**{name: value})
         except ValueError as error:
             problems.append(f"eglr.{name}={value!r}: {error}")
+
+
+def _check_calibration(cfg: DictConfig, problems: list[str]) -> None:
+    """``eglr.tau_quantile`` and, when it is set, the ``calibration`` block it uses."""
+    from eglr.calibration import check_quantile
+
+    quantile = cfg.eglr.get("tau_quantile")
+    if quantile is None:
+        return
+    try:
+        check_quantile(quantile)
+    except ValueError as error:
+        problems.append(f"eglr.tau_quantile={quantile!r}: {error}")
+    calibration = cfg.get("calibration")
+    if calibration is None:
+        problems.append("eglr.tau_quantile is set but the config has no `calibration` block")
+        return
+    for name in ("num_prompts", "max_new_tokens"):
+        value = calibration.get(name)
+        if not _is_int(value) or value < 1:
+            problems.append(f"calibration.{name}={value!r}: must be a positive integer")
+    if calibration.get("benchmark") is not None:
+        try:
+            get_benchmark(calibration.benchmark)
+        except ValueError as error:
+            problems.append(f"calibration.benchmark={calibration.benchmark!r}: {error}")
 
 
 def _check_generation(cfg: DictConfig, problems: list[str]) -> None:
@@ -291,11 +317,9 @@ def job_settings(cfg: DictConfig) -> dict[str, Any]:
     the benchmark was read from is not part of the settings; ``batch_size``, ``device`` and
     ``torch_threads`` do not change a rollout either.
     """
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    model.pop("num_layers", None)
     return {
         "engine": cfg.engine,
-        "model": model,
+        "model": model_settings(cfg),
         "benchmark": cfg.benchmark.name,
         "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
         "eglr": eglr_settings(cfg),
@@ -305,17 +329,71 @@ def job_settings(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def model_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The model config as it changes outputs (its decoder depth is checked, not a setting)."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    model.pop("num_layers", None)
+    return model
+
+
+def resolve_tau(cfg: DictConfig, load: Any) -> DictConfig:
+    """``cfg`` with ``eglr.tau`` set from ``eglr.tau_quantile`` when that is given (else ``cfg`` itself).
+
+    The calibration (:mod:`eglr.calibration`) decodes the last ``calibration.num_prompts``
+    problems of ``calibration.benchmark`` (default: the job's), which must not be among the
+    evaluated ones, greedily; it is cached, so ``load()`` (the job's model loader) is called only
+    when it has to be computed.
+    """
+    quantile = cfg.eglr.get("tau_quantile")
+    if quantile is None:
+        return cfg
+    from eglr.calibration import calibration_problems, greedy_entropies, load_or_calibrate
+
+    calibration = cfg.calibration
+    name = calibration.benchmark or cfg.benchmark.name
+    same = name == cfg.benchmark.name
+    pool = load_benchmark(name, **(_source_options(cfg) if same else {}))
+    evaluated = {problem.id for problem in (pool if same else load_benchmark(cfg.benchmark.name, **_source_options(cfg)))
+                 [: cfg.limit]} if same else set()
+    chosen = calibration_problems(pool, evaluated, int(calibration.num_prompts), name)
+    description = {
+        "model": model_settings(cfg),
+        "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
+        "benchmark": name,
+        "problems": [[problem.id, text_digest(problem.problem)] for problem in chosen],
+        "max_new_tokens": int(calibration.max_new_tokens),
+        "device": "cpu" if str(cfg.device) == "cpu" else str(cfg.device),
+    }
+
+    def compute() -> list[float]:
+        model, tokenizer = load()
+        prompt = PromptConfig(**OmegaConf.to_container(cfg.prompt, resolve=True))
+        prompt_ids = [tokenizer(render_prompt(tokenizer, problem.problem, prompt), add_special_tokens=False)["input_ids"]
+                      for problem in chosen]
+        log.info("calibrating the gate of %s on %d %s problems", cfg.model.name, len(chosen), name)
+        return greedy_entropies(model, prompt_ids, max_new_tokens=int(calibration.max_new_tokens),
+                                batch_size=int(cfg.generation.batch_size))
+
+    tau = load_or_calibrate(description, compute).tau(float(quantile))
+    log.info("eglr.tau_quantile=%s: tau = %.6g nats (calibration on %d %s problems)", quantile, tau, len(chosen), name)
+    resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    resolved.eglr.tau = tau
+    return resolved
+
+
 def output_path(cfg: DictConfig) -> Path:
     """``<output_dir>/<model>/<benchmark>/rollouts.jsonl``; each shard of a sharded job has its own file."""
     name = "rollouts.jsonl" if cfg.num_shards == 1 else f"rollouts.shard{cfg.shard}-of-{cfg.num_shards}.jsonl"
     return Path(cfg.output_dir) / cfg.model.name / cfg.benchmark.name / name
 
 
+def _source_options(cfg: DictConfig) -> dict[str, Any]:
+    return {key: cfg.benchmark[key] for key in ("path", "hub_id", "split") if cfg.benchmark.get(key) is not None}
+
+
 def load_problems(cfg: DictConfig) -> list[Problem]:
     """The benchmark's problems, cut to ``limit`` and then to this job's shard."""
-    options = {key: cfg.benchmark[key] for key in ("path", "hub_id", "split")
-               if cfg.benchmark.get(key) is not None}
-    problems = load_benchmark(cfg.benchmark.name, **options)
+    problems = load_benchmark(cfg.benchmark.name, **_source_options(cfg))
     if cfg.limit is not None:
         problems = problems[: cfg.limit]
     mine = [problem for index, problem in enumerate(problems) if index % cfg.num_shards == cfg.shard]
@@ -366,20 +444,33 @@ class Grader:
                 for record, gold, result in zip(records, golds, results)]
 
 
+class ModelLoader:
+    """Loads the job's model and tokenizer once, when first needed (calibration or generation)."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self._loaded: tuple[Any, Any] | None = None
+
+    def __call__(self) -> tuple[Any, Any]:
+        if self._loaded is None:
+            import torch
+
+            from eglr.models import load_model
+
+            if self.cfg.torch_threads:
+                torch.set_num_threads(int(self.cfg.torch_threads))
+            self._loaded = load_model(self.cfg.model, device=self.cfg.device)
+        return self._loaded
+
+
 class Generator:
     """The loaded model: turns a batch of rollouts into ungraded records."""
 
-    def __init__(self, cfg: DictConfig, settings: str) -> None:
-        import torch
-
-        from eglr.models import eos_token_ids, load_model
+    def __init__(self, cfg: DictConfig, settings: str, load: ModelLoader) -> None:
         from eglr.version import eglr_version
 
         self.cfg = cfg
-        if cfg.torch_threads:
-            torch.set_num_threads(int(cfg.torch_threads))
-        self.model, self.tokenizer = load_model(cfg.model, device=cfg.device)
-        self.eos_ids = eos_token_ids(self.model, self.tokenizer)
+        self.model, self.tokenizer = load()
         self.prompt = PromptConfig(**OmegaConf.to_container(cfg.prompt, resolve=True))
         provenance = cfg.model.get("provenance")
         self.fixed = {  # the fields every record of this job shares
@@ -408,30 +499,21 @@ class Generator:
         return self._prompt_ids[problem.id]
 
     def __call__(self, batch: list[Rollout]) -> list[RolloutRecord]:
-        from eglr.engine import generate
+        from eglr.text import generate_batch
 
         cfg = self.cfg
-        encoded = self.tokenizer.pad({"input_ids": [self._encode(r.problem) for r in batch]},
-                                     padding=True, return_tensors="pt")
-        device = self.model.device
         layer_span, temperature = batch[0].layer_span, batch[0].temperature
         started = time.perf_counter()
-        output = generate(
-            self.model, encoded["input_ids"].to(device), encoded["attention_mask"].to(device),
-            eglr=eglr_config(cfg, layer_span),
-            temperature=temperature, top_p=float(cfg.generation.top_p),
+        generations = generate_batch(
+            self.model, self.tokenizer, [self._encode(rollout.problem) for rollout in batch],
+            eglr=eglr_config(cfg, layer_span), temperature=temperature, top_p=float(cfg.generation.top_p),
             max_new_tokens=int(cfg.generation.max_new_tokens),
-            seed=None if temperature == 0 else [r.seed for r in batch],
-            eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id)
-        sequences = output.sequences.cpu()
-        responses = [self.tokenizer.decode(sequences[row, :count], skip_special_tokens=True)
-                     for row, count in enumerate(output.num_tokens)]
+            seeds=None if temperature == 0 else [rollout.seed for rollout in batch])
         seconds = round((time.perf_counter() - started) / len(batch), 4)
-        return [self._record(rollout, responses[row], output, row, seconds) for row, rollout in enumerate(batch)]
+        return [self._record(rollout, generation, seconds) for rollout, generation in zip(batch, generations)]
 
-    def _record(self, rollout: Rollout, response: str, output: Any, row: int, seconds: float) -> RolloutRecord:
-        num_tokens = int(output.num_tokens[row])
-        sum_logprob = float(output.sum_logprob[row])
+    def _record(self, rollout: Rollout, generation: Any, seconds: float) -> RolloutRecord:
+        num_tokens = generation.num_tokens
         return RolloutRecord(
             **self.fixed,
             problem_id=rollout.problem.id,
@@ -440,20 +522,20 @@ class Generator:
             temperature=rollout.temperature,
             sample=rollout.sample,
             seed=rollout.seed,
-            response=response,
+            response=generation.text,
             gold=rollout.problem.answer,
             extracted=None,
             correct=None,
             grade_reason=None,
             grader_version=None,
             num_tokens=num_tokens,
-            num_gated=int(output.num_gated[row]),
-            num_reapplications=int(output.num_reapplications[row]),
-            num_converged=int(output.num_converged[row]),
-            reapplication_histogram=[int(count) for count in output.reapplication_histogram[row]],
-            mean_stop_kl=output.mean_stop_kl[row],
-            finish_reason=output.finish_reasons[row],
-            mean_logprob=round(sum_logprob / num_tokens, 6) if num_tokens else None,
+            num_gated=generation.num_gated,
+            num_reapplications=generation.num_reapplications,
+            num_converged=generation.num_converged,
+            reapplication_histogram=list(generation.reapplication_histogram),
+            mean_stop_kl=generation.mean_stop_kl,
+            finish_reason=generation.finish_reason,
+            mean_logprob=round(generation.sum_logprob / num_tokens, 6) if num_tokens else None,
             time_s=seconds,
         )
 
@@ -509,6 +591,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one job to completion (or resume it); returns a small summary."""
     validate(cfg)
     problems = load_problems(cfg)
+    load = ModelLoader(cfg)
+    cfg = resolve_tau(cfg, load)
     batches = plan_batches(problems, grid_cells(cfg.grid), int(cfg.generation.batch_size),
                            int(cfg.generation.seed))
     path = output_path(cfg)
@@ -520,7 +604,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     regraded = _regrade(plan.regrade, store, grader, int(cfg.generation.batch_size))
     written = 0
     if plan.generate:
-        generator = Generator(cfg, store.settings_hash)
+        generator = Generator(cfg, store.settings_hash, load)
         tracker = _Tracker(cfg)
         with _progress(plan.total, plan.total - sum(map(len, plan.generate)), bool(cfg.progress)) as bar:
             for batch in plan.generate:
