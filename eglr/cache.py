@@ -14,11 +14,11 @@ every position and shows attention the last ``sliding_window - 1`` plus the new
 ones, as transformers' sliding layer does). Layers of any other kind (linear
 attention, quantised, ...) are left as the model's config made them.
 
-A layer's whole state is its attributes (buffers, a length, the views), so a
-shallow copy of ``vars(layer)`` taken before a write and put back afterwards
-rolls the layer back to before that write; the next write then lands in the
-same slot. :mod:`eglr.recursion` relies on this to overwrite the current
-position's keys/values when it re-applies the top layers.
+EGLR's re-applications write the current position again, for some rows:
+:meth:`~_InPlaceBuffers.write_last` replaces the last written position's
+keys/values of chosen rows in place, :meth:`~_InPlaceBuffers.attended_by_last`
+returns what attention at that position sees for those rows, and
+:meth:`~_InPlaceBuffers.read_last` copies that position aside (``keep_first``).
 """
 from __future__ import annotations
 
@@ -72,6 +72,41 @@ class _InPlaceBuffers:
 
     def _refresh_view(self) -> None:
         self._show(*self._visible())
+
+    def _last_query_span(self) -> tuple[int, int]:
+        """The positions attention at the last written position attends to (that position included)."""
+        raise NotImplementedError
+
+    def attended_by_last(self, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys/values that attention at the last written position sees, for ``rows`` (None: all rows).
+
+        All rows give views of the buffers; a subset gives copies of those rows.
+        """
+        start, end = self._last_query_span()
+        keys, values = self.key_buffer[:, :, start:end], self.value_buffer[:, :, start:end]
+        if rows is None:
+            return keys, values
+        return keys.index_select(0, rows), values.index_select(0, rows)
+
+    def read_last(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copies of the last written position's keys/values of ``rows``."""
+        position = self._last_query_span()[1] - 1
+        return (self.key_buffer[:, :, position].index_select(0, rows),
+                self.value_buffer[:, :, position].index_select(0, rows))
+
+    def write_last(self, rows: torch.Tensor | None, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Replace the last written position's keys/values of ``rows`` (None: all rows) in place.
+
+        ``keys``/``values`` are [rows, heads, head_dim] or [rows, heads, 1, head_dim].
+        """
+        position = self._last_query_span()[1] - 1
+        keys, values = keys.reshape(keys.shape[0], keys.shape[1], -1), values.reshape(values.shape[0], values.shape[1], -1)
+        if rows is None:
+            self.key_buffer[:, :, position] = keys
+            self.value_buffer[:, :, position] = values
+        else:
+            self.key_buffer[:, :, position].index_copy_(0, rows, keys)
+            self.value_buffer[:, :, position].index_copy_(0, rows, values)
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         if self.key_buffer is not None:
@@ -134,6 +169,9 @@ class PreallocatedLayer(_InPlaceBuffers, DynamicLayer):
     def _visible(self) -> tuple[int, int]:
         return 0, self.length
 
+    def _last_query_span(self) -> tuple[int, int]:
+        return 0, self.length
+
 
 class PreallocatedSlidingWindowLayer(_InPlaceBuffers, DynamicSlidingWindowLayer):
     """A sliding-window cache layer with in-place writes; attention sees what transformers' layer shows it.
@@ -156,6 +194,9 @@ class PreallocatedSlidingWindowLayer(_InPlaceBuffers, DynamicSlidingWindowLayer)
 
     def _visible(self) -> tuple[int, int]:
         return self._kept_start(self.cumulative_length), self.cumulative_length
+
+    def _last_query_span(self) -> tuple[int, int]:
+        return self._kept_start(self.cumulative_length - 1), self.cumulative_length
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object

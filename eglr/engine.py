@@ -1,26 +1,25 @@
-"""EGLR decoding: configuration and the generation loop.
+"""EGLR decoding: the generation loop.
 
-At each decoding step of each row:
+:func:`generate` is a plain decoding loop:
 
-1. Run the model on the new position; keep the last decoder layer's output
-   ``h`` (pre-norm) and the model's own next-token logits ``z``.
-2. If ``layer_span`` L > 0 and the entropy of softmax(z) exceeds ``tau``, the
-   step is *gated*: up to ``k_max`` times, re-apply the top L decoder layers to
-   ``h`` at the same position (attending to the KV cache) and recompute ``z``
-   from the new ``h``; stop early once the distribution has converged
-   (``criterion``: KL to the previous iterate below ``eps``, or unchanged argmax).
-3. Choose the token from the final logits: greedy at ``temperature`` 0, else
-   sampled from softmax(z / temperature) with nucleus ``top_p``.
+1. Set up: check the inputs, resolve stop and pad tokens, allocate the KV cache
+   and the per-row statistics.
+2. Prefill: run the prompt. With EGLR the last prompt token is held back, so
+   that the first generated token is decided by an ordinary one-token step
+   (the gate applies to it like to any other).
+3. Steps: run the model on the new position; if EGLR can gate (L > 0 and
+   ``k_max`` > 0) hand the step to :func:`eglr.step.eglr_step` (gate,
+   re-applications, convergence, KV policy: the whole procedure, in one module);
+   choose the token (greedy at ``temperature`` 0, else sampled per row).
+4. A row that emits an end-of-sequence token leaves the batch, with its rows of
+   the KV cache: later steps run on the rows still decoding only (a static
+   batch otherwise pays for its longest response on every row). Each row's
+   computation does not depend on the rest of the batch, so its tokens do not
+   change (tests check a batched row against the same row alone).
 
-The gate also decides the first generated token (at the last prompt position).
-To make that position an ordinary one-token step, the gated path runs the prompt
-without its last token first; with L = 0 or ``k_max`` = 0 nothing can gate and
-the loop is a plain greedy/sampling decoder with no hooks at all (token for token
-what ``model.generate(do_sample=False)`` produces at temperature 0).
-
-In a batch, gating is per row: the top layers are re-applied to the whole batch,
-but only gated, not yet converged rows take the new hidden state, logits and
-keys/values; the others keep theirs (see :mod:`eglr.recursion`).
+With L = 0 or ``k_max`` = 0 nothing can gate and the loop is a plain
+greedy/sampling decoder with no hooks at all (token for token what
+``model.generate(do_sample=False)`` produces at temperature 0).
 
 The KV cache is :func:`eglr.cache.preallocated_cache`: room for prompt +
 ``max_new_tokens`` positions is allocated once and each position is written in
@@ -31,99 +30,50 @@ tokens are the same; the copy, which grows with context and batch, is gone.
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel
 
 from eglr.cache import preallocated_cache
-from eglr.logits import OutputHead, check_head_matches, decoder_layers, entropy, kl_divergence
-from eglr.recursion import KV_POLICIES, TopLayerRecursion
+from eglr.logits import OutputHead, check_head_matches, decoder_layers
 from eglr.sampling import choose_tokens, draw_uniforms, row_generators, row_seeds, validate_sampling
+from eglr.step import EGLRConfig, StepResult, eglr_step
+from eglr.top_layers import TopLayers
 
-CRITERIA = ("kl", "argmax")
-
-
-@dataclass(frozen=True)
-class EGLRConfig:
-    """How (and whether) EGLR recurses at uncertain steps.
-
-    - ``layer_span`` (L): number of top decoder layers re-applied; 0 disables EGLR.
-    - ``tau`` = 1.0 nats: entropy above which a step is gated. An entropy of 1 nat
-      is that of a uniform choice among e ~ 2.7 tokens; instruction-tuned models
-      decoding math are far more confident than that on most tokens, so the gate
-      fires on a small fraction of steps (the genuinely open choices) and the
-      overhead stays small. ``+inf`` never gates, ``-inf`` gates every step.
-    - ``k_max`` = 4: at most this many re-applications per gated step, which bounds
-      the cost of a gated step to 4 x (L layers + head) on top of a full forward.
-    - ``eps`` = 1e-3 nats: KL below which two successive distributions count as
-      converged. By Pinsker's inequality their total-variation distance is then
-      below sqrt(eps / 2) ~ 0.022, i.e. sampling from either is practically the same.
-    - ``criterion``: ``"kl"`` (KL(p_k || p_{k-1}) < eps) or ``"argmax"`` (unchanged top token).
-    - ``kv_policy``: ``"overwrite"`` keeps the last iterate's keys/values for the
-      gated position in the top-L layers' cache; ``"keep_first"`` keeps the first
-      pass's, so re-applications only change the token choice.
-    """
-
-    layer_span: int = 0
-    tau: float = 1.0
-    k_max: int = 4
-    eps: float = 1e-3
-    criterion: str = "kl"
-    kv_policy: str = "overwrite"
-
-    def __post_init__(self) -> None:
-        for name in ("layer_span", "k_max"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-        if isinstance(self.tau, bool) or not isinstance(self.tau, (int, float)) or math.isnan(self.tau):
-            raise ValueError(f"tau must be a number (inf allowed, not NaN), got {self.tau!r}")
-        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not self.eps >= 0:
-            raise ValueError(f"eps must be a number >= 0, got {self.eps!r}")
-        if self.criterion not in CRITERIA:
-            raise ValueError(f"criterion must be one of {CRITERIA}, got {self.criterion!r}")
-        if self.kv_policy not in KV_POLICIES:
-            raise ValueError(f"kv_policy must be one of {KV_POLICIES}, got {self.kv_policy!r}")
-
-    @property
-    def can_gate(self) -> bool:
-        """Whether any step can be re-applied at all (L > 0 and k_max > 0)."""
-        return self.layer_span > 0 and self.k_max > 0
-
-    def validate_for_model(self, num_layers: int) -> None:
-        """Raise ``ValueError`` if ``layer_span`` exceeds a model's ``num_layers`` decoder layers."""
-        if self.layer_span > num_layers:
-            raise ValueError(f"layer_span={self.layer_span} exceeds the model's {num_layers} decoder layers")
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
-
+__all__ = ["EGLRConfig", "GenerationOutput", "generate", "num_decoder_layers"]
 
 @dataclass
 class GenerationOutput:
     """Generated tokens and per-row statistics.
 
     ``sequences`` holds the generated tokens only, [batch, steps run], padded with
-    ``pad_token_id`` after a row stopped. ``num_tokens`` counts a row's generated
-    tokens including its EOS token; ``num_gated`` its gated steps;
-    ``num_iterations`` its re-applications of the top layers in total;
-    ``finish_reasons`` is ``"eos"`` or ``"length"``; ``sum_logprob`` is the sum over
-    its tokens of log softmax(z_final) at the chosen token (temperature 1).
-    ``batch_iterations`` counts the re-applications actually executed: each runs
-    on the whole batch, so it (not the per-row counts) measures the compute spent.
+    ``pad_token_id`` after a row stopped. Per row: ``num_tokens`` counts its
+    generated tokens including its EOS token; ``num_gated`` its gated steps;
+    ``num_reapplications`` its re-applications of the top layers in total;
+    ``num_converged`` its gated steps whose convergence test passed within
+    ``k_max`` re-applications; ``reapplication_histogram[i]`` how many of its
+    gated steps stopped after i + 1 re-applications (``k_max`` entries);
+    ``mean_stop_kl`` the mean over its gated steps of KL(p_k || p_{k-1}) at the
+    last re-application (None without gated steps); ``finish_reasons`` is
+    ``"eos"`` or ``"length"``; ``sum_logprob`` is the sum over its tokens of
+    log softmax(z_final) at the chosen token (temperature 1).
+    ``reapplication_passes`` counts the re-applications run on the batch, each on
+    the rows still running at that point (the cost is in the per-row counts).
     """
 
     sequences: torch.Tensor
     num_tokens: list[int]
     num_gated: list[int]
-    num_iterations: list[int]
+    num_reapplications: list[int]
+    num_converged: list[int]
+    reapplication_histogram: list[list[int]]
+    mean_stop_kl: list[float | None]
     finish_reasons: list[str]
     sum_logprob: list[float]
-    batch_iterations: int = 0
+    reapplication_passes: int = 0
 
 
 def num_decoder_layers(model: PreTrainedModel) -> int:
@@ -190,6 +140,7 @@ def generate(
     int per row; each row samples from its own generator, so its tokens do not
     depend on the rest of the batch.
     """
+    # 1. set up
     if not isinstance(eglr, EGLRConfig):
         raise ValueError(f"eglr must be an EGLRConfig, got {eglr!r}")
     eglr.validate_for_model(num_decoder_layers(model))
@@ -230,103 +181,96 @@ def generate(
         return outputs.logits[:, -1]
 
     generated = torch.full((batch_size, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
-    finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
     hit_eos = torch.zeros(batch_size, dtype=torch.bool, device=device)
     num_tokens = torch.zeros(batch_size, dtype=torch.long, device=device)
-    num_gated = torch.zeros(batch_size, dtype=torch.long, device=device)
-    num_iterations = torch.zeros(batch_size, dtype=torch.long, device=device)
     sum_logprob = torch.zeros(batch_size, dtype=torch.float64, device=device)
-    steps_run = batch_iterations = 0
-    hooks = TopLayerRecursion(model, cache, eglr.layer_span, eglr.kv_policy) if eglr.can_gate else nullcontext()
+    stats = _EGLRStatistics(batch_size, eglr.k_max, device)
+    running = torch.arange(batch_size, device=device)  # the rows still decoding, as indices into the batch
+    steps_run = 0
+    hooks = TopLayers(model, cache, eglr.layer_span) if eglr.can_gate else nullcontext()
     head = OutputHead.of(model) if eglr.can_gate else None
-    with hooks as recursion:
-        if recursion is None:
+    with hooks as top:
+        # 2. prefill
+        if top is None:
             step_tokens, step_positions = input_ids, positions
         else:
             if prompt_length > 1:
                 forward(input_ids[:, :-1], prompt_length - 1, positions[:, :-1])
-                recursion.end_step()
+                top.end_step()
             step_tokens, step_positions = input_ids[:, -1:], positions[:, -1:]
 
+        # 3. decoding steps, on the rows still running
         for step in range(max_new_tokens):
             logits = forward(step_tokens, prompt_length + step, step_positions)
             log_probs = torch.log_softmax(logits.float(), dim=-1)
-            if recursion is not None:
+            if top is not None:
                 if step == 0:
-                    check_head_matches(head, recursion.hidden, logits)
-                logits, log_probs, gated, iterations, passes = _recurse(
-                    head, recursion, eglr, logits, log_probs, ~finished
-                )
-                num_gated += gated
-                num_iterations += iterations
-                batch_iterations += passes
-            uniforms = draw_uniforms(generators, device) if generators is not None else None
+                    check_head_matches(head, top.hidden, logits)
+                result = eglr_step(eglr, top, head, logits, log_probs)
+                stats.add(result, running)
+                logits, log_probs = result.logits, result.log_probs
+            uniforms = draw_uniforms([generators[row] for row in running.tolist()], device) if generators else None
             tokens = choose_tokens(logits, temperature, top_p, uniforms)
-            tokens = torch.where(finished, pad_token_id, tokens)
-            chosen_logprob = log_probs.gather(-1, tokens[:, None]).squeeze(-1)
-            sum_logprob += torch.where(finished, 0.0, chosen_logprob.double())
-            num_tokens += ~finished
-            generated[:, step] = tokens
+            sum_logprob[running] += log_probs.gather(-1, tokens[:, None]).squeeze(-1).double()
+            num_tokens[running] += 1
+            generated[running, step] = tokens
             steps_run = step + 1
-            is_eos = torch.isin(tokens, eos) & ~finished
-            hit_eos |= is_eos
-            finished |= is_eos
-            if bool(finished.all()):
-                break
+            is_eos = torch.isin(tokens, eos)
+            if bool(is_eos.any()):
+                # 4. rows that ended leave the batch (their cache rows too), so later steps cost only what remains
+                hit_eos[running[is_eos]] = True
+                keep = ~is_eos
+                if not bool(keep.any()):
+                    break
+                kept = keep.nonzero().squeeze(1)
+                running, tokens, step_positions = running[kept], tokens[kept], step_positions[kept]
+                full_mask = full_mask[kept]
+                cache.batch_select_indices(kept)
             step_tokens = tokens[:, None]
             step_positions = step_positions[:, -1:] + 1
 
     return GenerationOutput(
         sequences=generated[:, :steps_run],
         num_tokens=num_tokens.tolist(),
-        num_gated=num_gated.tolist(),
-        num_iterations=num_iterations.tolist(),
         finish_reasons=["eos" if stopped else "length" for stopped in hit_eos.tolist()],
         sum_logprob=sum_logprob.tolist(),
-        batch_iterations=batch_iterations,
+        **stats.as_lists(),
     )
 
 
-def _recurse(
-    head: OutputHead,
-    recursion: TopLayerRecursion,
-    eglr: EGLRConfig,
-    logits: torch.Tensor,
-    log_probs: torch.Tensor,
-    active: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """Gate this step per row and iterate the top layers on the gated rows.
+class _EGLRStatistics:
+    """Per-row totals of what :func:`eglr.step.eglr_step` did over a generation."""
 
-    Returns the final logits and log-probabilities, which rows were gated, how
-    many re-applications each row took and how many were run on the batch.
-    """
-    gated = active & (entropy(log_probs) > eglr.tau)
-    iterations = torch.zeros_like(gated, dtype=torch.long)
-    if not bool(gated.any()):
-        recursion.end_step()
-        return logits, log_probs, gated, iterations, 0
-    hidden = recursion.hidden
-    running = gated
-    for passes in range(1, eglr.k_max + 1):
-        new_hidden = recursion.reapply(hidden, keep_rows=None if bool(running.all()) else ~running)
-        new_logits = head(new_hidden)[:, -1]
-        new_log_probs = torch.log_softmax(new_logits.float(), dim=-1)
-        # After the last permitted pass every row stops anyway; skip the convergence test.
-        converged = _converged(eglr, new_log_probs, log_probs) if passes < eglr.k_max else running
-        take = running[:, None]
-        hidden = torch.where(running[:, None, None], new_hidden, hidden)
-        logits = torch.where(take, new_logits, logits)
-        log_probs = torch.where(take, new_log_probs, log_probs)
-        iterations += running
-        running = running & ~converged
-        if not bool(running.any()):
-            break
-    recursion.end_step()
-    return logits, log_probs, gated, iterations, passes
+    def __init__(self, batch_size: int, k_max: int, device: torch.device) -> None:
+        self.gated = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.reapplications = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.converged = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.histogram = torch.zeros(batch_size, max(k_max, 1), dtype=torch.long, device=device)
+        self.stop_kl = torch.zeros(batch_size, dtype=torch.float64, device=device)
+        self.k_max = k_max
+        self.passes = 0
 
+    def add(self, step: StepResult, running: torch.Tensor) -> None:
+        """Add one step's results; ``running`` maps the step's rows to the batch's."""
+        if not step.passes:
+            return
+        gated = step.gated.nonzero().squeeze(1)
+        rows = running[gated]
+        reapplications = step.reapplications[gated]
+        self.gated[rows] += 1
+        self.reapplications[rows] += reapplications
+        self.converged[rows] += step.converged[gated].long()
+        self.histogram[rows, reapplications - 1] += 1
+        self.stop_kl[rows] += step.stop_kl[gated].double()
+        self.passes += step.passes
 
-def _converged(eglr: EGLRConfig, new_log_probs: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
-    """Per row: has the distribution stopped changing between two successive iterates?"""
-    if eglr.criterion == "kl":
-        return kl_divergence(new_log_probs, log_probs) < eglr.eps
-    return new_log_probs.argmax(-1) == log_probs.argmax(-1)
+    def as_lists(self) -> dict[str, object]:
+        gated = self.gated.tolist()
+        return {
+            "num_gated": gated,
+            "num_reapplications": self.reapplications.tolist(),
+            "num_converged": self.converged.tolist(),
+            "reapplication_histogram": [row[: self.k_max] for row in self.histogram.tolist()],
+            "mean_stop_kl": [total / count if count else None for total, count in zip(self.stop_kl.tolist(), gated)],
+            "reapplication_passes": self.passes,
+        }

@@ -7,10 +7,6 @@ multiplies them by ``logit_scale``, Granite divides them by ``logits_scaling``).
 :func:`check_head_matches` compares the result with the model's own logits once
 per generation, so a family with some other post-processing fails loudly
 instead of silently decoding from a different distribution.
-
-The distribution helpers take log-probabilities, which the engine computes in
-float32: entropies and KL divergences from bf16 over a 150k vocabulary would be
-too coarse to compare with thresholds like 1e-3.
 """
 from __future__ import annotations
 
@@ -65,7 +61,10 @@ class OutputHead:
 
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
         """Next-token logits for last-decoder-layer outputs ``hidden`` (before the final norm)."""
-        logits = self.projection(self.norm(hidden))
+        return self.postprocess(self.projection(self.norm(hidden)))
+
+    def postprocess(self, logits: torch.Tensor) -> torch.Tensor:
+        """The family's final-logit post-processing of projected logits."""
         if self.softcap is not None:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         if self.logit_scale is not None:
@@ -93,14 +92,3 @@ def check_head_matches(head: OutputHead, hidden: torch.Tensor, model_logits: tor
             f"{error.item():.3g}); the model's final-logit post-processing is not handled by eglr.logits.OutputHead"
         )
 
-
-def entropy(log_probs: torch.Tensor) -> torch.Tensor:
-    """Entropy in nats of each row of ``log_probs`` (zero-probability entries contribute nothing)."""
-    return torch.special.entr(log_probs.exp()).sum(-1)
-
-
-def kl_divergence(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """KL(p || q) in nats per row, from log-probabilities."""
-    p = log_p.exp()
-    terms = torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p))
-    return terms.sum(-1)

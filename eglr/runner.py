@@ -247,7 +247,7 @@ class Generator:
             "correct": correct,
             "num_tokens": num_tokens,
             "num_gated": int(output.num_gated[row]),
-            "num_iterations": int(output.num_iterations[row]),
+            "num_iterations": int(output.num_reapplications[row]),
             "finish_reason": output.finish_reasons[row],
             "mean_logprob": round(sum_logprob / num_tokens, 6) if num_tokens else None,
             "num_layers": int(cfg.model.num_layers),

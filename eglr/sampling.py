@@ -60,7 +60,8 @@ def choose_tokens(
     the row's uniform number.
     """
     if temperature == 0:
-        return logits.argmax(dim=-1)
+        # The index of the first maximum, as argmax gives it (max(dim) is several times faster on CPUs).
+        return logits.max(dim=-1).indices
     if uniforms is None:
         raise ValueError("sampling at temperature > 0 needs one uniform number per row")
     probs = torch.softmax(logits.float() / temperature, dim=-1)

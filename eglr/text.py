@@ -27,7 +27,7 @@ class TextGeneration:
     text: str
     num_tokens: int
     num_gated: int
-    num_iterations: int
+    num_reapplications: int
     finish_reason: str
     sum_logprob: float
 
@@ -54,7 +54,8 @@ def render_prompts(
     return token_ids
 
 
-def _left_padded(rows: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_padded(rows: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded [batch, width] input ids and attention mask for token id rows of different lengths."""
     width = max(len(row) for row in rows)
     input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -91,7 +92,7 @@ def generate_text(
     results: list[TextGeneration | None] = [None] * len(token_ids)
     for start in range(0, len(order), batch_size):
         indices = order[start:start + batch_size]
-        input_ids, attention_mask = _left_padded([token_ids[i] for i in indices], pad_token_id or 0)
+        input_ids, attention_mask = left_padded([token_ids[i] for i in indices], pad_token_id or 0)
         output = generate(
             model,
             input_ids,
@@ -110,7 +111,7 @@ def generate_text(
                 text=tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens),
                 num_tokens=output.num_tokens[row],
                 num_gated=output.num_gated[row],
-                num_iterations=output.num_iterations[row],
+                num_reapplications=output.num_reapplications[row],
                 finish_reason=output.finish_reasons[row],
                 sum_logprob=output.sum_logprob[row],
             )

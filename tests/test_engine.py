@@ -8,7 +8,7 @@ import torch
 
 from eglr import EGLRConfig, GenerationOutput, generate
 from eglr.engine import num_decoder_layers
-from eglr.logits import entropy
+from eglr.step import entropy
 from tiny_models import (
     ARCHITECTURES,
     NUM_LAYERS,
@@ -65,7 +65,7 @@ def test_infinite_tau_never_gates_and_equals_l0(model, prompts):
     input_ids, mask = left_pad(prompts)
     plain = run(model, input_ids, mask, eglr=EGLRConfig(layer_span=0))
     never = run(model, input_ids, mask, eglr=EGLRConfig(layer_span=2, tau=math.inf))
-    assert never.num_gated == [0, 0, 0] and never.num_iterations == [0, 0, 0]
+    assert never.num_gated == [0, 0, 0] and never.num_reapplications == [0, 0, 0]
     assert torch.equal(never.sequences, plain.sequences)
     assert never.sum_logprob == pytest.approx(plain.sum_logprob, abs=1e-4)
 
@@ -74,7 +74,7 @@ def test_negative_infinite_tau_gates_every_step(model, prompts):
     input_ids, mask = left_pad(prompts)
     output = run(model, input_ids, mask, eglr=EGLRConfig(layer_span=2, tau=-math.inf, k_max=3))
     assert output.num_gated == output.num_tokens == [NEW_TOKENS] * 3
-    assert all(NEW_TOKENS <= n <= 3 * NEW_TOKENS for n in output.num_iterations)
+    assert all(NEW_TOKENS <= n <= 3 * NEW_TOKENS for n in output.num_reapplications)
     plain = run(model, input_ids, mask, eglr=EGLRConfig(layer_span=0))
     assert not torch.equal(output.sequences, plain.sequences)
 
@@ -114,18 +114,30 @@ def test_gating_statistics_are_bounded(model, prompts, criterion):
     tau = median_entropy(model, input_ids, mask)
     output = run(model, input_ids, mask, eglr=EGLRConfig(layer_span=2, tau=tau, k_max=3, criterion=criterion))
     assert 0 < sum(output.num_gated) < sum(output.num_tokens)
-    for tokens, gated, iterations in zip(output.num_tokens, output.num_gated, output.num_iterations):
-        assert gated <= tokens and gated <= iterations <= 3 * gated
-    assert max(output.num_iterations) <= output.batch_iterations <= min(sum(output.num_iterations), 3 * NEW_TOKENS)
+    for row, (tokens, gated, reapplications) in enumerate(
+            zip(output.num_tokens, output.num_gated, output.num_reapplications)):
+        assert gated <= tokens and gated <= reapplications <= 3 * gated
+        histogram = output.reapplication_histogram[row]
+        assert len(histogram) == 3 and sum(histogram) == gated
+        assert sum(count * (index + 1) for index, count in enumerate(histogram)) == reapplications
+        # A gated step that stopped before k_max did so because it converged.
+        assert sum(histogram[:2]) <= output.num_converged[row] <= gated
+        assert (output.mean_stop_kl[row] is None) == (gated == 0)
+        if gated:
+            assert output.mean_stop_kl[row] >= 0
+    assert max(output.num_reapplications) <= output.reapplication_passes <= min(sum(output.num_reapplications), 3 * NEW_TOKENS)
 
 
 def test_convergence_threshold_extremes(model, prompts):
     """eps = inf converges after one re-application, eps = 0 never converges (KL >= 0)."""
     input_ids, mask = left_pad(prompts)
     always = run(model, input_ids, mask, eglr=EGLRConfig(layer_span=1, tau=-math.inf, k_max=3, eps=math.inf))
-    assert always.num_iterations == always.num_gated == [NEW_TOKENS] * 3
+    assert always.num_reapplications == always.num_gated == always.num_converged == [NEW_TOKENS] * 3
+    assert always.reapplication_histogram == [[NEW_TOKENS, 0, 0]] * 3
     never = run(model, input_ids, mask, eglr=EGLRConfig(layer_span=1, tau=-math.inf, k_max=3, eps=0.0))
-    assert never.num_iterations == [3 * NEW_TOKENS] * 3
+    assert never.num_reapplications == [3 * NEW_TOKENS] * 3
+    assert never.num_converged == [0, 0, 0] and never.reapplication_histogram == [[0, 0, NEW_TOKENS]] * 3
+    assert all(kl > 0 for kl in never.mean_stop_kl)
 
 
 def test_full_span_and_keep_first_run(model, prompts):
@@ -151,7 +163,31 @@ def test_each_row_of_a_batch_equals_the_row_alone(model, prompts, sampled):
         alone = run(model, prompt[None], eglr=config, seed=[seeds[row]], **sampling)
         assert torch.equal(alone.sequences[0], batched.sequences[row])
         assert alone.num_gated[0] == batched.num_gated[row]
-        assert alone.num_iterations[0] == batched.num_iterations[row] == alone.batch_iterations
+        assert alone.num_reapplications[0] == batched.num_reapplications[row] == alone.reapplication_passes
+
+
+@pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "sampled"])
+def test_rows_that_end_leave_the_batch_without_changing_the_others(model, prompts, sampled):
+    """Row 0 ends early (its EOS is a token it emits at step 3); the rows still decoding, now a smaller batch
+    with fewer cache rows, produce exactly what each produces alone, gated steps and re-applications included."""
+    input_ids, mask = left_pad(prompts)
+    tau = median_entropy(model, input_ids, mask)
+    config = EGLRConfig(layer_span=2, tau=tau, k_max=3)
+    seeds = [21, 22, 23]
+    sampling = dict(temperature=0.9) if sampled else {}
+    free = run(model, input_ids, mask, eglr=config, seed=seeds, **sampling)
+    eos = int(free.sequences[0, 3])
+    batched = run(model, input_ids, mask, eglr=config, seed=seeds, eos_token_id=eos, **sampling)
+    assert batched.num_tokens[0] <= 4 and max(batched.num_tokens) == NEW_TOKENS
+    for row, prompt in enumerate(prompts):
+        alone = run(model, prompt[None], eglr=config, seed=[seeds[row]], eos_token_id=eos, **sampling)
+        count = alone.num_tokens[0]
+        assert batched.num_tokens[row] == count
+        assert torch.equal(alone.sequences[0, :count], batched.sequences[row, :count])
+        assert (alone.num_gated[0], alone.num_reapplications[0], alone.reapplication_histogram[0]) == (
+            batched.num_gated[row], batched.num_reapplications[row], batched.reapplication_histogram[row])
+        assert alone.finish_reasons[0] == batched.finish_reasons[row]
+        assert alone.sum_logprob[0] == pytest.approx(batched.sum_logprob[row], abs=1e-5)
 
 
 def test_same_seed_same_tokens_and_different_seed_different_tokens(model, prompts):
@@ -161,7 +197,7 @@ def test_same_seed_same_tokens_and_different_seed_different_tokens(model, prompt
     again = run(model, input_ids, mask, eglr=config, temperature=1.0, seed=7)
     other = run(model, input_ids, mask, eglr=config, temperature=1.0, seed=8)
     assert torch.equal(first.sequences, again.sequences)
-    assert first.num_iterations == again.num_iterations
+    assert first.num_reapplications == again.num_reapplications
     assert not torch.equal(first.sequences, other.sequences)
 
 
@@ -169,7 +205,7 @@ def test_same_seed_same_tokens_and_different_seed_different_tokens(model, prompt
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("layer_span", -1), ("k_max", -2), ("criterion", "entropy"), ("kv_policy", "append"),
+    [("layer_span", -1), ("k_max", -2), ("criterion", "entropy"), ("kv_policy", "append"), ("reinject", "scaled"),
      ("tau", float("nan")), ("eps", -0.1), ("eps", float("nan")), ("layer_span", 1.5)],
 )
 def test_config_rejects_bad_values(field, value):
@@ -180,7 +216,8 @@ def test_config_rejects_bad_values(field, value):
 
 def test_config_defaults_and_dict():
     config = EGLRConfig(layer_span=4)
-    assert config.to_dict() == dict(layer_span=4, tau=1.0, k_max=4, eps=1e-3, criterion="kl", kv_policy="overwrite")
+    assert config.to_dict() == dict(layer_span=4, tau=1.0, k_max=4, eps=1e-3, criterion="kl", kv_policy="overwrite",
+                                    reinject="raw")
     with pytest.raises(AttributeError):
         config.tau = 2.0
 
@@ -233,7 +270,7 @@ def test_bfloat16_model_decodes_in_its_own_dtype(architecture):
     output = run(model, input_ids, mask, eglr=EGLRConfig(layer_span=2, tau=-math.inf, k_max=2))
     handle.remove()
     assert output.num_gated == [NEW_TOKENS] * 3
-    assert all(NEW_TOKENS <= n <= 2 * NEW_TOKENS for n in output.num_iterations)
+    assert all(NEW_TOKENS <= n <= 2 * NEW_TOKENS for n in output.num_reapplications)
     assert set(dtypes) == {torch.bfloat16} and len(dtypes) >= 2 * NEW_TOKENS  # forwards and re-applications
 
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from eglr.logits import entropy, kl_divergence
+from eglr.step import entropy, kl_divergence
 from eglr.sampling import choose_tokens, draw_uniforms, row_generators, row_seeds, validate_sampling
 
 PROBS = torch.tensor([0.5, 0.3, 0.2])

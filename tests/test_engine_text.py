@@ -54,8 +54,8 @@ def test_texts_match_single_prompt_generation(model, tokenizer):
         tokens = alone.sequences[0, :alone.num_tokens[0]].tolist()
         assert result.text == tokenizer.decode(tokens, skip_special_tokens=True)
         assert result.text.split() == [f"w{token}" for token in tokens if token >= len(SPECIAL)]
-        assert (result.num_tokens, result.num_gated, result.num_iterations) == (
-            alone.num_tokens[0], alone.num_gated[0], alone.num_iterations[0])
+        assert (result.num_tokens, result.num_gated, result.num_reapplications) == (
+            alone.num_tokens[0], alone.num_gated[0], alone.num_reapplications[0])
         assert result.finish_reason == alone.finish_reasons[0]
     assert sum(result.num_gated for result in results) > 0
 
@@ -65,8 +65,8 @@ def test_sampled_texts_do_not_depend_on_batch_size(model, tokenizer):
     one_by_one = generate_text(model, tokenizer, PROMPTS, batch_size=1, **kwargs)
     all_at_once = generate_text(model, tokenizer, PROMPTS, batch_size=3, **kwargs)
     for single, batched in zip(one_by_one, all_at_once):
-        assert (single.text, single.num_gated, single.num_iterations) == (
-            batched.text, batched.num_gated, batched.num_iterations)
+        assert (single.text, single.num_gated, single.num_reapplications) == (
+            batched.text, batched.num_gated, batched.num_reapplications)
         assert single.sum_logprob == pytest.approx(batched.sum_logprob, abs=1e-4)
     other_seed = generate_text(model, tokenizer, PROMPTS, batch_size=3, **{**kwargs, "seed": 6})
     assert [r.text for r in other_seed] != [r.text for r in all_at_once]

@@ -101,19 +101,28 @@ def test_layer_kinds_follow_the_config():
 
 
 @pytest.mark.parametrize("layer", [PreallocatedLayer(4), PreallocatedSlidingWindowLayer(sliding_window=3, capacity=4)])
-def test_restoring_a_shallow_snapshot_makes_the_next_write_replace_the_position(layer):
-    """What eglr.recursion relies on: vars() before a write, put back, and the next write lands in the same slot."""
-    shape = (2, 1, 1, 4)
+def test_rewriting_the_last_position_of_some_rows(layer):
+    """What eglr.top_layers relies on: the last position's slot of chosen rows is replaced in place, the other
+    rows are untouched, and attention at that position sees what ``update`` showed it, for those rows."""
+    shape = (3, 1, 1, 4)
     for position in range(5):
-        layer.update(torch.full(shape, float(position)), torch.full(shape, -float(position)))
-    before = dict(vars(layer))
-    layer.update(torch.full(shape, 100.0), torch.full(shape, -100.0))
-    vars(layer).update(before)
-    keys, values = layer.update(torch.full(shape, 7.0), torch.full(shape, -7.0))
-    assert layer.get_seq_length() == 6
-    assert keys[0, 0, :, 0].tolist() == ([0.0, 1.0, 2.0, 3.0, 4.0, 7.0] if not layer.is_sliding else [3.0, 4.0, 7.0])
-    assert torch.equal(values, -keys)
-    assert layer.keys[0, 0, -1, 0].item() == 7.0
+        returned, _ = layer.update(torch.full(shape, float(position)), torch.full(shape, -float(position)))
+    rows = torch.tensor([0, 2])
+    keys, values = layer.attended_by_last(rows)
+    assert torch.equal(keys, returned[rows]) and torch.equal(values, -returned[rows])
+    assert torch.equal(layer.attended_by_last(None)[0], returned)
+    saved = layer.read_last(rows)
+    layer.write_last(rows, torch.full((2, 1, 1, 4), 7.0), torch.full((2, 1, 1, 4), -7.0))
+    keys, values = layer.attended_by_last(None)
+    assert keys[:, 0, -1, 0].tolist() == [7.0, 4.0, 7.0] and torch.equal(values, -keys)
+    assert keys[:, 0, :-1].eq(returned[:, 0, :-1]).all()
+    assert layer.get_seq_length() == 5 and layer.keys[1, 0, -1, 0].item() == 4.0
+    layer.write_last(rows, *saved)
+    assert torch.equal(layer.attended_by_last(None)[0], returned)
+    layer.write_last(None, torch.full(shape, 8.0), torch.full(shape, -8.0))
+    assert layer.keys[:, 0, -1, 0].tolist() == [8.0] * 3
+    following, _ = layer.update(torch.full(shape, 9.0), torch.full(shape, -9.0))
+    assert following[0, 0, :, 0].tolist() == ([0.0, 1.0, 2.0, 3.0, 8.0, 9.0] if not layer.is_sliding else [3.0, 8.0, 9.0])
 
 
 @pytest.mark.parametrize("capacity", [0, -3, 2.5, True])

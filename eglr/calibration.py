@@ -1,0 +1,120 @@
+"""The entropy gate calibrated per model: tau as a quantile of the model's own greedy next-token entropies.
+
+An entropy of 1 nat means different things for different models (a 0.5B model
+decoding its own chain of thought has a median next-token entropy of a few
+hundredths of a nat, a random model several nats). ``eglr.tau_quantile = q``
+sets tau to the q-quantile of the entropies of every next-token distribution of
+greedy, L = 0 decoding on calibration prompts (the first generated token and
+the end-of-sequence step included), so that the gate fires on about 1 - q of a
+greedy chain's steps.
+
+The calibration prompts are problems that are not evaluated: the last
+``num_prompts`` problems of the calibration benchmark (by default the job's own
+benchmark, whose first problems are the evaluated ones; the runner checks that
+the two sets do not overlap). The result is deterministic (greedy decoding, a
+fixed batch), and cached as a small JSON file keyed on everything it depends on,
+so a rerun reads the same tau without loading anything.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from eglr.step import entropy
+
+
+def check_quantile(quantile: object) -> float:
+    """``quantile`` as a float in (0, 1); ValueError naming the value otherwise."""
+    if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0 < quantile < 1:
+        raise ValueError(f"eglr.tau_quantile must be a number strictly between 0 and 1 (e.g. 0.9), got {quantile!r}")
+    return float(quantile)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Greedy next-token entropies (nats, sorted) of a model on its calibration prompts."""
+
+    key: str
+    description: dict[str, object]
+    entropies: tuple[float, ...]
+
+    def tau(self, quantile: float) -> float:
+        """The ``quantile`` of the entropies (linear interpolation between order statistics)."""
+        quantile = check_quantile(quantile)
+        if not self.entropies:
+            raise ValueError(f"calibration {self.key} has no entropies")
+        position = quantile * (len(self.entropies) - 1)
+        below = math.floor(position)
+        above = min(below + 1, len(self.entropies) - 1)
+        low, high = self.entropies[below], self.entropies[above]
+        return float(low + (high - low) * (position - below))
+
+
+def calibration_key(description: dict[str, object]) -> str:
+    """A short digest of everything a calibration depends on."""
+    text = json.dumps(description, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def cache_directory() -> Path:
+    """Where calibrations are cached: ``$EGLR_CACHE/calibration`` (default ``~/.cache/eglr/calibration``)."""
+    return Path(os.environ.get("EGLR_CACHE", Path.home() / ".cache" / "eglr")) / "calibration"
+
+
+@torch.inference_mode()
+def greedy_entropies(model, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int, batch_size: int,
+                     eos_token_id: int | Sequence[int] | None = None,
+                     pad_token_id: int | None = None) -> list[float]:
+    """The entropy of every next-token distribution of greedy L = 0 decoding of each prompt.
+
+    Each batch is decoded with :func:`eglr.engine.generate`; the distributions are then
+    recomputed in one cache-free forward over prompt + generated tokens (up to and including a
+    row's end-of-sequence token), in float32.
+    """
+    from eglr.engine import EGLRConfig, generate
+    from eglr.text import left_padded
+
+    pad = pad_token_id if pad_token_id is not None else model.generation_config.pad_token_id
+    values: list[float] = []
+    for start in range(0, len(prompt_ids), batch_size):
+        rows = [list(ids) for ids in prompt_ids[start:start + batch_size]]
+        input_ids, mask = left_padded(rows, pad)
+        input_ids, mask = input_ids.to(model.device), mask.to(model.device)
+        output = generate(model, input_ids, mask, eglr=EGLRConfig(), max_new_tokens=max_new_tokens,
+                          eos_token_id=eos_token_id, pad_token_id=pad)
+        lengths = torch.tensor(output.num_tokens, device=model.device)
+        steps = torch.arange(output.sequences.shape[1], device=model.device)
+        generated_mask = (steps[None, :] < lengths[:, None]).long()
+        full_ids = torch.cat([input_ids, output.sequences], dim=1)
+        full_mask = torch.cat([mask, generated_mask], dim=1)
+        positions = (full_mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model(input_ids=full_ids, attention_mask=full_mask, position_ids=positions).logits
+        # The distribution of generated token t is predicted at position prompt_length - 1 + t.
+        step_logits = logits[:, input_ids.shape[1] - 1:-1].float()
+        step_entropies = entropy(torch.log_softmax(step_logits, dim=-1))
+        values.extend(step_entropies[generated_mask.bool()].tolist())
+    return values
+
+
+def load_or_calibrate(description: dict[str, object], compute, directory: Path | None = None) -> Calibration:
+    """The cached calibration for ``description``, or ``compute()`` (a list of entropies) written to the cache."""
+    key = calibration_key(description)
+    path = (directory or cache_directory()) / f"{key}.json"
+    if path.is_file():
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        if stored.get("description") == json.loads(json.dumps(description)):
+            return Calibration(key, stored["description"], tuple(stored["entropies"]))
+    entropies = tuple(sorted(float(value) for value in compute()))
+    calibration = Calibration(key, description, entropies)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".tmp{os.getpid()}")
+    temporary.write_text(json.dumps(asdict(calibration), allow_nan=False) + "\n", encoding="utf-8")
+    temporary.replace(path)
+    return calibration

@@ -1,0 +1,87 @@
+"""The gate calibrated from a model's own greedy entropies: deterministic, cached, validated."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from eglr import EGLRConfig, generate
+from eglr.calibration import Calibration, check_quantile, greedy_entropies, load_or_calibrate
+from eglr.step import entropy
+from eglr.text import left_padded
+from tiny_models import random_prompts, tiny_model
+
+NEW_TOKENS = 12
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model("qwen2")
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    return [prompt.tolist() for prompt in random_prompts([9, 14, 6, 11, 13], seed=21)]
+
+
+@pytest.mark.parametrize("quantile", [0, 1, -0.1, 1.5, float("nan"), "0.9", True, None])
+def test_out_of_range_quantile_is_refused_with_its_value(quantile):
+    with pytest.raises(ValueError, match=r"tau_quantile must be a number strictly between 0 and 1.*got"):
+        check_quantile(quantile)
+
+
+def test_tau_is_the_interpolated_quantile():
+    calibration = Calibration("k", {}, (0.0, 1.0, 2.0, 4.0))
+    assert calibration.tau(0.5) == pytest.approx(1.5)
+    assert calibration.tau(1 / 3) == pytest.approx(1.0)
+    assert calibration.tau(0.999) == pytest.approx(3.994)
+    with pytest.raises(ValueError, match="strictly between"):
+        calibration.tau(1.0)
+
+
+def test_entropies_are_those_of_the_greedy_steps(model, prompts):
+    """One value per generated token (EOS step included), equal to the engine's own step distributions."""
+    values = greedy_entropies(model, prompts, max_new_tokens=NEW_TOKENS, batch_size=2)
+    alone, lengths = [], []
+    for prompt in prompts:
+        input_ids, mask = left_padded([prompt], 0)
+        output = generate(model, input_ids, mask, eglr=EGLRConfig(), max_new_tokens=NEW_TOKENS)
+        tokens = output.sequences[:, :output.num_tokens[0]]
+        lengths.append(output.num_tokens[0])
+        full = torch.cat([input_ids, tokens], dim=1)
+        logits = model(input_ids=full).logits[:, len(prompt) - 1:-1].float()
+        alone.extend(entropy(torch.log_softmax(logits, -1))[0].tolist())
+    assert min(lengths) < NEW_TOKENS == max(lengths), "some rows must stop at EOS for this test to mean anything"
+    assert len(values) == sum(lengths)
+    assert values == pytest.approx(alone, abs=1e-4)
+
+
+def test_same_tau_on_rerun_and_the_cache_is_reused(model, prompts, tmp_path):
+    description = {"model": "tiny-random-qwen2", "prompts": prompts, "max_new_tokens": NEW_TOKENS}
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return greedy_entropies(model, prompts, max_new_tokens=NEW_TOKENS, batch_size=2)
+
+    first = load_or_calibrate(description, compute, directory=tmp_path)
+    again = load_or_calibrate(description, compute, directory=tmp_path)
+    assert len(calls) == 1 and again == first and again.tau(0.9) == first.tau(0.9)
+    recomputed = load_or_calibrate(description, compute, directory=tmp_path / "elsewhere")
+    assert len(calls) == 2 and recomputed.tau(0.9) == first.tau(0.9) and recomputed.entropies == first.entropies
+    other = load_or_calibrate({**description, "max_new_tokens": NEW_TOKENS - 4}, compute, directory=tmp_path)
+    assert len(calls) == 3 and other.key != first.key
+    stored = json.loads((tmp_path / f"{first.key}.json").read_text())
+    assert stored["description"]["model"] == "tiny-random-qwen2"
+
+
+def test_the_calibrated_gate_fires_on_about_one_minus_q_of_greedy_steps(model, prompts, tmp_path):
+    calibration = load_or_calibrate(
+        {"model": "tiny"}, lambda: greedy_entropies(model, prompts, max_new_tokens=NEW_TOKENS, batch_size=5),
+        directory=tmp_path)
+    for quantile in (0.5, 0.8):
+        tau = calibration.tau(quantile)
+        above = sum(value > tau for value in calibration.entropies) / len(calibration.entropies)
+        assert above == pytest.approx(1 - quantile, abs=1.5 / len(calibration.entropies))
+    assert calibration.tau(0.5) < calibration.tau(0.8)
