@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from eglr.benchmarks.registry import get_benchmark
 from eglr.metrics import ANALYSIS_COLUMNS, Bootstrap, load_rollouts
 from eglr.metrics.cost import DEFAULT_LM_HEAD_COST
 from eglr.metrics.sampling import DEFAULT_DRAWS
@@ -15,16 +16,6 @@ from eglr.metrics.voting import AnswerKey, default_answer_key, exact_answer_key
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PAPER_REPORTED = REPO_ROOT / "results" / "paper_reported.csv"
 
-BENCHMARK_LABELS = {
-    "math500": "MATH-500",
-    "gsm8k": "GSM8K",
-    "aime24": "AIME 2024",
-    "aime25": "AIME 2025",
-    "amc23": "AMC 2023",
-    "minerva_math": "Minerva Math",
-    "olympiadbench": "OlympiadBench",
-    "arith": "Arith (synthetic)",
-}
 POOL_LABELS = {
     "greedy": "Greedy",
     "temperature_only": "Temperature only",
@@ -51,7 +42,11 @@ CATEGORY_COLORS = {"both": "#2ca02c", "only_layer": "#ff7f0e", "only_temperature
 
 
 def benchmark_label(name: str) -> str:
-    return BENCHMARK_LABELS.get(name, name)
+    """The registry's display label of benchmark ``name``; an unregistered name as it is."""
+    try:
+        return get_benchmark(name).label
+    except ValueError:
+        return name
 
 
 ANSWER_KEYS = {"grading": None, "exact": exact_answer_key}

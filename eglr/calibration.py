@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from eglr.benchmarks.records import Problem
 from eglr.step import entropy
 
 
@@ -35,6 +36,23 @@ def check_quantile(quantile: object) -> float:
     if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0 < quantile < 1:
         raise ValueError(f"eglr.tau_quantile must be a number strictly between 0 and 1 (e.g. 0.9), got {quantile!r}")
     return float(quantile)
+
+
+def calibration_problems(problems: Sequence[Problem], evaluated_ids: set[str], num_prompts: int,
+                         benchmark: str) -> list[Problem]:
+    """The last ``num_prompts`` problems of a benchmark, refusing any that is also evaluated."""
+    if isinstance(num_prompts, bool) or not isinstance(num_prompts, int) or num_prompts < 1:
+        raise ValueError(f"calibration.num_prompts must be a positive integer, got {num_prompts!r}")
+    if num_prompts > len(problems):
+        raise ValueError(f"calibration.num_prompts={num_prompts} but benchmark {benchmark!r} has {len(problems)} problems")
+    chosen = list(problems[-num_prompts:])
+    overlap = [problem.id for problem in chosen if problem.id in evaluated_ids]
+    if overlap:
+        raise ValueError(
+            f"the calibration prompts (the last {num_prompts} problems of {benchmark!r}) overlap the evaluated problems "
+            f"({len(overlap)} shared, e.g. {overlap[0]!r}): lower `limit`, lower calibration.num_prompts or set "
+            f"calibration.benchmark to another benchmark")
+    return chosen
 
 
 @dataclass(frozen=True)

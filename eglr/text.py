@@ -1,11 +1,18 @@
 """Text in, text out: EGLR generation for prompts given as strings or chat messages.
 
-Prompts are rendered with the tokenizer's chat template (a plain string becomes
-a single user message), tokenized, sorted by length so that each batch needs
-little padding, left-padded and decoded with :func:`eglr.engine.generate`.
-Results come back in the order of the prompts. With an int ``seed``, prompt ``i``
-is sampled with seed ``seed + i`` whatever the batch size or sorting, because
-the engine makes every row independent of its batch.
+:func:`generate_batch` is the one batch path: token-id prompts are left-padded,
+decoded with :func:`eglr.engine.generate` and turned back into text with their
+statistics. The runner calls it for every batch it plans; :func:`generate_text`
+calls it after rendering prompts with the tokenizer's chat template (a plain
+string becomes a single user message) and sorting them by length so that each
+batch needs little padding. Results come back in the order of the prompts. With
+an int ``seed``, prompt ``i`` is sampled with seed ``seed + i`` whatever the
+batch size or sorting, because the engine makes every row independent of its
+batch.
+
+Stop and pad tokens come from the model's generation config, which
+:func:`eglr.models.load_model` resolves once when it loads a model
+(:func:`eglr.models.resolve_special_tokens`).
 """
 from __future__ import annotations
 
@@ -28,6 +35,9 @@ class TextGeneration:
     num_tokens: int
     num_gated: int
     num_reapplications: int
+    num_converged: int
+    reapplication_histogram: tuple[int, ...]
+    mean_stop_kl: float | None
     finish_reason: str
     sum_logprob: float
 
@@ -65,6 +75,48 @@ def left_padded(rows: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor,
     return input_ids, attention_mask
 
 
+def generate_batch(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    eglr: EGLRConfig,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seeds: Sequence[int] | None = None,
+    skip_special_tokens: bool = True,
+) -> list[TextGeneration]:
+    """Decode one batch of token-id prompts (one seed per prompt when sampling) into texts and statistics."""
+    pad_token_id = model.generation_config.pad_token_id
+    input_ids, attention_mask = left_padded([list(ids) for ids in prompt_ids], pad_token_id or 0)
+    output = generate(
+        model,
+        input_ids.to(model.device),
+        attention_mask.to(model.device),
+        eglr=eglr,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        seed=None if seeds is None else list(seeds),
+    )
+    sequences = output.sequences.cpu()
+    return [
+        TextGeneration(
+            text=tokenizer.decode(sequences[row, :count], skip_special_tokens=skip_special_tokens),
+            num_tokens=count,
+            num_gated=output.num_gated[row],
+            num_reapplications=output.num_reapplications[row],
+            num_converged=output.num_converged[row],
+            reapplication_histogram=tuple(output.reapplication_histogram[row]),
+            mean_stop_kl=output.mean_stop_kl[row],
+            finish_reason=output.finish_reasons[row],
+            sum_logprob=output.sum_logprob[row],
+        )
+        for row, count in enumerate(output.num_tokens)
+    ]
+
+
 def generate_text(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -83,36 +135,15 @@ def generate_text(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     token_ids = render_prompts(tokenizer, prompts, chat_template)
-    eos_token_id = model.generation_config.eos_token_id
-    if eos_token_id is None:
-        eos_token_id = tokenizer.eos_token_id
-    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else model.generation_config.pad_token_id
-
     order = sorted(range(len(token_ids)), key=lambda index: len(token_ids[index]), reverse=True)
     results: list[TextGeneration | None] = [None] * len(token_ids)
     for start in range(0, len(order), batch_size):
         indices = order[start:start + batch_size]
-        input_ids, attention_mask = left_padded([token_ids[i] for i in indices], pad_token_id or 0)
-        output = generate(
-            model,
-            input_ids,
-            attention_mask,
-            eglr=eglr,
-            temperature=temperature,
-            top_p=top_p,
-            max_new_tokens=max_new_tokens,
-            seed=None if seed is None else [seed + i for i in indices],
-            eos_token_id=eos_token_id,
-            pad_token_id=pad_token_id,
+        batch = generate_batch(
+            model, tokenizer, [token_ids[i] for i in indices], eglr=eglr, max_new_tokens=max_new_tokens,
+            temperature=temperature, top_p=top_p, seeds=None if seed is None else [seed + i for i in indices],
+            skip_special_tokens=skip_special_tokens,
         )
-        for row, index in enumerate(indices):
-            tokens = output.sequences[row, :output.num_tokens[row]].tolist()
-            results[index] = TextGeneration(
-                text=tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens),
-                num_tokens=output.num_tokens[row],
-                num_gated=output.num_gated[row],
-                num_reapplications=output.num_reapplications[row],
-                finish_reason=output.finish_reasons[row],
-                sum_logprob=output.sum_logprob[row],
-            )
+        for index, result in zip(indices, batch):
+            results[index] = result
     return results

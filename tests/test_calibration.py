@@ -85,3 +85,18 @@ def test_the_calibrated_gate_fires_on_about_one_minus_q_of_greedy_steps(model, p
         above = sum(value > tau for value in calibration.entropies) / len(calibration.entropies)
         assert above == pytest.approx(1 - quantile, abs=1.5 / len(calibration.entropies))
     assert calibration.tau(0.5) < calibration.tau(0.8)
+
+
+def test_calibration_problems_are_the_last_ones_and_never_evaluated():
+    from eglr.benchmarks.records import Problem
+    from eglr.calibration import calibration_problems
+
+    problems = [Problem(id=str(i), problem=f"p{i}", answer=str(i)) for i in range(10)]
+    chosen = calibration_problems(problems, {"0", "1", "2"}, 4, "toy")
+    assert [p.id for p in chosen] == ["6", "7", "8", "9"]
+    with pytest.raises(ValueError, match=r"overlap the evaluated problems \(2 shared, e.g. '6'\)"):
+        calibration_problems(problems, {str(i) for i in range(8)}, 4, "toy")
+    with pytest.raises(ValueError, match="has 10 problems"):
+        calibration_problems(problems, set(), 11, "toy")
+    with pytest.raises(ValueError, match="num_prompts must be a positive integer"):
+        calibration_problems(problems, set(), 0, "toy")

@@ -65,6 +65,29 @@ def test_bad_lines_are_reported_and_kept_aside(tmp_path, capsys):
     assert "4 bad lines" in errors
 
 
+def test_non_utf8_bytes_spoil_only_their_own_line(tmp_path, capsys):
+    source, target = tmp_path / "rollouts.jsonl", tmp_path / "graded.jsonl"
+    bad_bytes = b'{"response": "\\boxed{1} caf\xe9", "gold": "1"}\n'
+    unknown = json.dumps({"response": "\\boxed{1}", "gold": "1", "benchmark": "gsm9k"}).encode() + b"\n"
+    good = [json.dumps(record).encode() + b"\n" for record in ROLLOUTS[:3]]
+    source.write_bytes(good[0] + bad_bytes + good[1] + unknown + good[2])
+    assert main(["--input", str(source), "--output", str(target)]) == 1
+    assert [record["correct"] for record in _read_jsonl(target)] == [True, False, True]
+    assert (tmp_path / "graded.jsonl.rejects").read_bytes() == bad_bytes + unknown
+    errors = capsys.readouterr().err
+    assert "rollouts.jsonl:2: skipped: not UTF-8 (byte 27: b'\\xe9')" in errors
+    assert "rollouts.jsonl:4: skipped: unknown benchmark 'gsm9k'" in errors
+    assert "2 bad lines" in errors
+
+
+def test_unknown_default_benchmark_is_a_usage_error(tmp_path, capsys):
+    source = tmp_path / "rollouts.jsonl"
+    _write_jsonl(source, [json.dumps(ROLLOUTS[3])])
+    assert main(["--input", str(source), "--output", str(tmp_path / "out.jsonl"), "--benchmark", "gsm9k"]) == 2
+    assert "unknown benchmark 'gsm9k'" in capsys.readouterr().err
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 def test_input_is_not_overwritten_without_in_place(tmp_path, capsys):
     source = tmp_path / "rollouts.jsonl"
     _write_jsonl(source, [json.dumps(record) for record in ROLLOUTS])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from eglr.grading import extract_answer
+from eglr.grading import extract_answer, grade
 from eglr.grading.extract import last_boxed
 
 
@@ -70,3 +70,85 @@ def test_blank_response_states_no_answer() -> None:
     assert extract_answer("\n\n \t\n", "math500") is None
     result = grade("\n\n\n", "p - q", benchmark="math500")
     assert result.extracted is None and not result.correct and result.reason == "no_answer"
+
+
+# (response, benchmark, gold, correct): each rule of eglr.grading.extract, in both directions.
+GRADED_RESPONSES = {
+    "bold_after_final_answer": [
+        ("... so 18 in all.\n**Final Answer:** **18**", "gsm8k", "18", True),
+        ("... so 18 in all.\n**Final Answer: 18**", "gsm8k", "18", True),
+        ("... so 18 in all.\n**Final Answer**: $\\frac{3}{4}$", "math500", "\\frac34", True),
+        ("... so 18 in all.\nFinal Answer: **18 dollars**", "gsm8k", "18", True),
+        ("... we had 18 before.\n**Final Answer:** **17**", "gsm8k", "18", False),
+        ("... so 18 in all.\n**Final Answer: 17**", "gsm8k", "18", False),
+    ],
+    "word_answers_in_bold": [
+        ("Comparing the three distances, **Evelyn** ran the farthest.", "math500", "\\text{Evelyn}", True),
+        ("Comparing the three distances, **Evelyn** ran the farthest.", "math500", "\\text{Briana}", False),
+        ("**Step 1: compare.** Evelyn wins. The winner is **Evelyn**.", None, "Evelyn", True),
+    ],
+    "several_boxes_for_several_answers": [
+        ("So $n = \\boxed{1}$ and $n = \\boxed{-2}$.", "math500", "1,-2", True),
+        ("So $n = \\boxed{1}$ and $n = \\boxed{-2}$.", "math500", "1", False),
+        ("She uses \\boxed{1} paper and \\boxed{2} bins.", "math500", "1,2", True),
+        ("$$\\boxed{(3, 3)} \\text{ for part (a) and } \\boxed{(1, 1)}$$", "olympiadbench", "(3,3),(1,1)", True),
+        ("$$\\boxed{(3, 3)} \\text{ for part (a) and } \\boxed{(1, 1)}$$", "olympiadbench", "(1,1)", False),
+        ("First \\boxed{1}, so thus but then \\boxed{2} and \\boxed{3}", "math500", "2,3", True),
+        ("First \\boxed{1}, so thus but then \\boxed{2} and \\boxed{3}", "math500", "1,2,3", False),
+        ("\\boxed{3} is wrong. The result is \\boxed{4}", "math500", "4", True),
+    ],
+    "box_then_another_value_in_the_last_sentence": [
+        ("Hence the total is \\boxed{12}. That is 3 more than the 9 we started with.", "gsm8k", "12", True),
+        ("Hence the total is \\boxed{12}. That is 3 more than the 9 we started with.", "gsm8k", "9", False),
+        ("Hence $x = \\boxed{5}$, and then $x^2 = 25$.", "math500", "5", True),
+        ("Hence $x = \\boxed{5}$, and then $x^2 = 25$.", "math500", "25", False),
+        ("We get \\boxed{12}.\nFinal Answer: The final answer is $13$.", "math500", "13", True),
+        ("We get \\boxed{12}.\nFinal Answer: The final answer is $13$.", "math500", "12", False),
+    ],
+    "adjacent_math_spans": [
+        ("The solutions are $1$ and $2$ and $3$.", None, "1,2,3", True),
+        ("The solutions are $21,16$ or $11$.", None, "11,16,21", True),
+        ("The solutions are $1$ and $2$ and $3$.", None, "3", False),
+        ("We used $x$ twice, so the value is $3$.", None, "3", True),
+    ],
+    "currency_is_not_a_math_delimiter": [
+        ("She makes $18 every day. But she spends $2 on food, so she keeps 16.", "gsm8k", "16", True),
+        ("She makes $18 every day. But she spends $2 on food, so she keeps 16.", "gsm8k", "18", False),
+        ("She makes $18 every day. But she spends $2 on food.", "gsm8k", "2", True),
+        ("She makes $18 every day. But she spends $2 on food.", "gsm8k", "18", False),
+    ],
+}
+
+
+def _graded_cases():
+    return [
+        pytest.param(*case, id=f"{group}-{index}")
+        for group, cases in GRADED_RESPONSES.items()
+        for index, case in enumerate(cases)
+    ]
+
+
+def test_graded_tables_are_two_sided():
+    for group, cases in GRADED_RESPONSES.items():
+        assert {correct for *_, correct in cases} == {True, False}, group
+
+
+@pytest.mark.parametrize("response, benchmark, gold, correct", _graded_cases())
+def test_extraction_rules_decide_the_verdict(response, benchmark, gold, correct):
+    result = grade(response, gold, benchmark, timeout_s=10)
+    assert result.correct is correct, result
+
+
+def test_benchmark_may_be_a_name_a_spec_or_a_policy():
+    from eglr.benchmarks import get_benchmark
+    from eglr.grading import AnswerFormat, GradingPolicy
+
+    response = "It costs 1,250 dollars in total"
+    assert extract_answer(response, "gsm8k") == "1,250"
+    assert extract_answer(response, get_benchmark("gsm8k")) == "1,250"
+    assert extract_answer(response, GradingPolicy(AnswerFormat.NUMBER)) == "1,250"
+    assert extract_answer(response, GradingPolicy(AnswerFormat.EXPRESSION)) is None
+    with pytest.raises(ValueError, match="unknown benchmark 'gsm9k'"):
+        extract_answer(response, "gsm9k")
+    with pytest.raises(TypeError, match="benchmark must be"):
+        extract_answer(response, 3)  # type: ignore[arg-type]

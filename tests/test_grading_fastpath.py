@@ -10,11 +10,13 @@ import pytest
 from math_verify import parse, verify
 
 from eglr.benchmarks import load_benchmark, local_path
-from eglr.grading.grader import _fast_verdict, numeric_policy
-from eglr.grading.guard import too_complex
+from eglr.grading import NumericPolicy
+from eglr.grading.extract import split_top_level
+from eglr.grading.fast import fast_verdict
+from eglr.grading.fast.numeric import Unsupported, clearly_different, evaluate, variables
+from eglr.grading.fast.structure import closed_form_values, compare_structures, matrix_cells, wrapped
 from eglr.grading.normalize import normalize_answer
-from eglr.grading.numeric import Unsupported, clearly_different, evaluate, variables
-from eglr.grading.structure import closed_form_values, compare_structures, matrix_cells, split_top_level, wrapped
+from eglr.grading.slow.guard import too_complex
 
 
 @pytest.mark.parametrize(
@@ -140,7 +142,7 @@ def test_fast_verdicts_agree_with_math_verify_on_random_gold_pairs():
     decided, disagreements = 0, []
     for _ in range(400):
         pred, gold = rng.choice(golds), rng.choice(golds)
-        verdict = _fast_verdict(normalize_answer(pred), normalize_answer(gold), numeric_policy(None))
+        verdict = fast_verdict(normalize_answer(pred), normalize_answer(gold), NumericPolicy())
         if verdict is None:
             continue
         decided += 1

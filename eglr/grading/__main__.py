@@ -1,11 +1,14 @@
 """Re-grade a rollout file without regenerating: ``python -m eglr.grading``.
 
 Each input line is a JSON record with ``response``, the gold answer (``gold``)
-and optionally ``benchmark`` (else ``--benchmark``); the output keeps every field and sets
-``extracted``, ``correct``, ``grade_reason`` and ``grader_version``. Lines that
-cannot be graded are reported on stderr, copied verbatim to a rejects file,
-and make the exit status 1. The output is written to a temporary file and
-renamed into place, and it may only replace the input with ``--in-place``.
+and optionally ``benchmark`` (a registry name; else ``--benchmark``); the
+output keeps every field and sets ``extracted``, ``correct``, ``grade_reason``
+and ``grader_version``. A line that cannot be graded (bytes that are not
+UTF-8, invalid JSON, a missing or empty field, an unknown benchmark) is
+reported on stderr with its line number, copied byte for byte to a rejects
+file, and makes the exit status 1; the other lines are graded. The output is
+written to a temporary file and renamed into place, and it may only replace
+the input with ``--in-place``.
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from eglr.grading.grader import DEFAULT_TIMEOUT_S, GRADER_VERSION, grade_many
+from eglr.grading.api import DEFAULT_TIMEOUT_S, GRADER_VERSION, grade_many
+from eglr.grading.policy import resolve_policy
 
 CHUNK_LINES = 2000
 
@@ -46,12 +50,32 @@ def _record_problem(record: object, gold_field: str) -> str | None:
     benchmark = record.get("benchmark")
     if benchmark is not None and not isinstance(benchmark, str):
         return "non-string 'benchmark'"
+    if benchmark is not None:
+        try:
+            resolve_policy(benchmark)
+        except ValueError as error:
+            return str(error)
     return None
 
 
-def _chunks(path: Path) -> Iterator[list[tuple[int, str]]]:
-    chunk: list[tuple[int, str]] = []
-    with path.open(encoding="utf-8") as lines:
+def _parse_line(raw: bytes, gold_field: str) -> tuple[dict | None, str | None]:
+    """The record of one raw line, or why it cannot be graded."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return None, f"not UTF-8 (byte {error.start}: {raw[error.start:error.start + 1]!r})"
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        return None, f"invalid JSON ({error.msg})"
+    problem = _record_problem(record, gold_field)
+    return (None, problem) if problem else (record, None)
+
+
+def _chunks(path: Path) -> Iterator[list[tuple[int, bytes]]]:
+    """Numbered raw lines, in chunks; bytes, so that one bad byte spoils only its own line."""
+    chunk: list[tuple[int, bytes]] = []
+    with path.open("rb") as lines:
         for number, line in enumerate(lines, start=1):
             chunk.append((number, line))
             if len(chunk) >= CHUNK_LINES:
@@ -78,8 +102,10 @@ def regrade(
         raise ValueError(f"--output {output_path} is the input file; pass --in-place to replace it")
     rejects_path = rejects_path or output_path.with_name(output_path.name + ".rejects")
     output_path.parent.mkdir(parents=True, exist_ok=True)
+    if benchmark is not None:
+        resolve_policy(benchmark)  # an unknown --benchmark is a usage error (ValueError)
     graded = 0
-    rejected: list[str] = []
+    rejected: list[bytes] = []
     handle, temporary = tempfile.mkstemp(dir=output_path.parent, prefix=f".{output_path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as output:
@@ -88,15 +114,10 @@ def regrade(
                 for number, line in chunk:
                     if not line.strip():
                         continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as error:
-                        problem = f"invalid JSON ({error.msg})"
-                    else:
-                        problem = _record_problem(record, gold_field)
-                    if problem is not None:
+                    record, problem = _parse_line(line, gold_field)
+                    if record is None:
                         print(f"{input_path}:{number}: skipped: {problem}", file=sys.stderr)
-                        rejected.append(line if line.endswith("\n") else line + "\n")
+                        rejected.append(line if line.endswith(b"\n") else line + b"\n")
                         continue
                     records.append(record)
                 results = grade_many(
@@ -119,7 +140,7 @@ def regrade(
         Path(temporary).unlink(missing_ok=True)
         raise
     if rejected:
-        rejects_path.write_text("".join(rejected), encoding="utf-8")
+        rejects_path.write_bytes(b"".join(rejected))
     return graded, len(rejected)
 
 

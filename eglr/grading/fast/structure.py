@@ -12,10 +12,22 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from eglr.grading.numeric import RELATIVE_GAP, Unsupported, evaluate, variables
+from eglr.grading.extract import split_top_level
+from eglr.grading.fast.numeric import RELATIVE_GAP, Unsupported, evaluate, variables
 
 _MATRIX = re.compile(r"^\\begin\{([pbvBV]?matrix)\}(.*)\\end\{\1\}$", re.DOTALL)
 _OPENERS, _CLOSERS = "([{", ")]}"
+_LESS = r"(<|\\le)"
+_GREATER = r"(>|\\ge)"
+# A bound holds no relation; each character is read once (a backslash with the next one).
+_BOUND = r"((?:[^<>=\\]|\\(?!(?:le|ge|ne)(?![a-zA-Z])).)*)"
+_VARIABLE = r"\s*([a-zA-Z])\s*"
+_INCREASING_CHAIN = re.compile("^" + _BOUND + _LESS + _VARIABLE + _LESS + _BOUND + "$")
+_DECREASING_CHAIN = re.compile("^" + _BOUND + _GREATER + _VARIABLE + _GREATER + _BOUND + "$")
+_VARIABLE_FIRST = re.compile("^" + _VARIABLE + r"(<|>|\\le|\\ge)" + _BOUND + "$")
+_BOUND_FIRST = re.compile("^" + _BOUND + r"(<|>|\\le|\\ge)" + _VARIABLE + "$")
+_INEQUALITY_SIGN = re.compile(r"<|>|\\[lg]e(?![a-zA-Z])")
+_FLIPPED = {"<": ">", ">": "<", "\\le": "\\ge", "\\ge": "\\le"}
 
 ItemVerdict = Callable[[str, str], "bool | None"]
 
@@ -27,29 +39,6 @@ class Wrapped:
     opening: str
     closing: str
     items: tuple[str, ...]
-
-
-def split_top_level(text: str, separator: str = ",") -> list[str]:
-    """``text`` split at ``separator`` outside any bracket (``\\{`` counts as one)."""
-    parts, depth, start, index = [], 0, 0, 0
-    while index < len(text):
-        char = text[index]
-        if char == "\\" and index + 1 < len(text) and text[index + 1] in "{}":
-            depth += 1 if text[index + 1] == "{" else -1
-            index += 2
-            continue
-        if char in _OPENERS:
-            depth += 1
-        elif char in _CLOSERS:
-            depth -= 1
-        elif depth == 0 and text.startswith(separator, index):
-            parts.append(text[start:index])
-            start = index + len(separator)
-            index = start
-            continue
-        index += 1
-    parts.append(text[start:])
-    return parts
 
 
 def wrapped(text: str) -> Wrapped | None:
@@ -141,6 +130,52 @@ def _distinct(values: list[complex]) -> list[complex]:
         if not distinct or not _close(distinct[-1], value):
             distinct.append(value)
     return distinct
+
+
+def _interval(lower: str, upper: str, closed_lower: bool, closed_upper: bool) -> str | None:
+    lower, upper = lower.strip(), upper.strip()
+    if not lower or not upper:
+        return None
+    return f"{'[' if closed_lower else '('}{lower},{upper}{']' if closed_upper else ')'}"
+
+
+def inequality_interval(text: str) -> tuple[str, str] | None:
+    """A one-variable inequality as its variable and the interval it describes, else None.
+
+    ``-2\\le x<7`` -> (``x``, ``[-2,7)``); ``x>3`` -> (``x``, ``(3,\\infty)``).
+    """
+    if not _INEQUALITY_SIGN.search(text):
+        return None
+    match = _INCREASING_CHAIN.match(text)
+    if match:
+        lower, lower_op, name, upper_op, upper = match.groups()
+        interval = _interval(lower, upper, lower_op == "\\le", upper_op == "\\le")
+        return (name, interval) if interval else None
+    match = _DECREASING_CHAIN.match(text)
+    if match:
+        upper, upper_op, name, lower_op, lower = match.groups()
+        interval = _interval(lower, upper, lower_op == "\\ge", upper_op == "\\ge")
+        return (name, interval) if interval else None
+    match = _VARIABLE_FIRST.match(text)
+    if match:
+        name, relation, bound = match.groups()
+    else:
+        match = _BOUND_FIRST.match(text)
+        if match is None:
+            return None
+        bound, relation, name = match.groups()
+        relation = _FLIPPED[relation]
+    if relation in ("<", "\\le"):
+        interval = _interval("-\\infty", bound, False, relation == "\\le")
+    else:
+        interval = _interval(bound, "\\infty", relation == "\\ge", False)
+    return (name, interval) if interval else None
+
+
+def is_interval_set(text: str) -> bool:
+    """An interval or a union of intervals (``[0,1)``, ``(-\\infty,0)\\cup(1,\\infty)``)."""
+    parts = [wrapped(part) for part in text.split("\\cup")]
+    return all(part is not None and len(part.items) == 2 for part in parts)
 
 
 def compare_structures(pred: str, gold: str, item_verdict: ItemVerdict) -> bool | None:

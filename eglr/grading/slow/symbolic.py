@@ -1,16 +1,22 @@
 """Symbolic equivalence of two normalised answers, via math-verify and sympy.
 
 This module is imported only inside the grading worker process
-(``eglr.grading.worker``), which bounds its run time: nothing here has a
+(``eglr.grading.slow.worker``), which bounds its run time: nothing here has a
 timeout of its own. math-verify's signal-based timeouts are switched off
 (``parsing_timeout=None``, ``timeout_seconds=None``) because signals only
 work on the main thread.
 
 Before math-verify's ``verify`` (whose ``simplify`` can take seconds on two
 unrelated expressions), plain expressions get a numeric probe: evaluated in
-floats at a few fixed points, clearly different values (or different free
-variables) settle "not equal"; everything else, and relations, sets, tuples,
-matrices and words, goes to ``verify``.
+floats at the fast path's probe points (``eglr.grading.fast.numeric``),
+clearly different values (or different free variables) settle "not equal";
+everything else, and relations, sets, tuples, matrices and words, goes to
+``verify``.
+
+math-verify's own unit stripping is off: it drops trailing letters such as
+``m``, ``s`` or ``t`` as units (``\\frac{37}{4} m`` would become 37/4), where in
+these answers they are variables. Units are removed before, by
+``eglr.grading.normalize``, only where they are spelled as units.
 """
 from __future__ import annotations
 
@@ -18,17 +24,22 @@ import logging
 from functools import lru_cache
 
 import sympy
+from latex2sympy2_extended.latex2sympy2 import NormalizationConfig
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+from eglr.grading.fast.numeric import probe_values, values_differ
 
 logging.getLogger("math_verify").setLevel(logging.ERROR)
 logging.getLogger("latex2sympy2_extended").setLevel(logging.ERROR)
 
-_EXTRACTION = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
+_NORMALIZATION = NormalizationConfig(
+    basic_latex=True, units=False, malformed_operators=True, nits=True, boxed="all", equations=False
+)
+_EXTRACTION = (
+    LatexExtractionConfig(boxed_match_priority=0, normalization_config=_NORMALIZATION),
+    ExprExtractionConfig(),
+)
 _PARSE_CACHE_SIZE = 4096
-# Irrational-looking probe points, so that distinct expressions rarely agree by accident.
-_PROBE_POINTS = ((0.5772156649, 1.3247179572, 0.9159655942), (1.6180339887, 0.3183098862, 2.7182818285))
-# Float evaluation is good to ~1e-15; a larger gap is a real difference.
-_PROBE_REL_TOL = 1e-8
 
 
 # One comparison per kind of answer the LaTeX parser meets: ANTLR builds its
@@ -83,10 +94,6 @@ def _float_values(expression, symbols: list, points) -> list[complex | None]:
     return values
 
 
-def _differ(first: complex, second: complex, rel_tol: float) -> bool:
-    return abs(first - second) > rel_tol * max(1.0, abs(first), abs(second))
-
-
 def _numeric_probe(pred, gold) -> bool | None:
     """False when numeric evidence shows the answers differ, else None (undecided)."""
     if not (_is_plain_expression(pred) and _is_plain_expression(gold)):
@@ -97,9 +104,9 @@ def _numeric_probe(pred, gold) -> bool | None:
         # Strict comparison: ``x + 1`` and ``y + 1`` are different answers.
         return False
     symbols = sorted(gold.free_symbols, key=str)
-    points = [tuple(point[index % len(point)] + index for index in range(len(symbols))) for point in _PROBE_POINTS]
+    points = probe_values([str(symbol) for symbol in symbols])
     for pred_value, gold_value in zip(_float_values(pred, symbols, points), _float_values(gold, symbols, points)):
-        if pred_value is not None and gold_value is not None and _differ(pred_value, gold_value, _PROBE_REL_TOL):
+        if pred_value is not None and gold_value is not None and values_differ(pred_value, gold_value):
             return False
     return None
 

@@ -24,9 +24,11 @@ from collections.abc import Callable
 
 MAX_EXPRESSION_CHARS = 300
 MAX_DEPTH = 30
-# Two probe points per variable; irrational-looking so that different
-# expressions rarely agree by accident.
+# The probes of the whole grader (this evaluator and the worker's sympy probe):
+# two points, irrational-looking so that different expressions rarely agree by
+# accident. A variable's coordinate is cycled from a point's values, plus its index.
 PROBE_POINTS = ((0.5772156649, 1.3247179572, 0.9159655942), (1.6180339887, 0.3183098862, 2.7182818285))
+# Float evaluation is good to ~1e-15; a larger relative gap is a real difference.
 RELATIVE_GAP = 1e-8
 
 _SUBSCRIPT = r"_(?:\{[a-zA-Z0-9]+\}|[a-zA-Z0-9])"
@@ -229,6 +231,17 @@ def evaluate(text: str, point: dict[str, float]) -> complex:
     return value
 
 
+def probe_values(names: list[str]) -> list[tuple[float, ...]]:
+    """The coordinates of each probe point for the variables ``names`` (in that order)."""
+    return [tuple(probe[index % len(probe)] + index for index in range(len(names))) for probe in PROBE_POINTS]
+
+
+def values_differ(first: complex, second: complex, rel_tol: float = 0.0) -> bool:
+    """Whether two probe values differ by more than float noise and twice ``rel_tol``."""
+    gap = max(RELATIVE_GAP, 2 * rel_tol)
+    return abs(first - second) > gap * max(1.0, abs(first), abs(second))
+
+
 def clearly_different(first: str, second: str, rel_tol: float = 0.0) -> bool | None:
     """True when two expressions differ at some probe point (or in their variables).
 
@@ -237,21 +250,20 @@ def clearly_different(first: str, second: str, rel_tol: float = 0.0) -> bool | N
     to judge. False means "same values at the probes" (maybe equal); None
     means at least one is outside the grammar, so nothing was learnt.
     """
-    gap = max(RELATIVE_GAP, 2 * rel_tol)
     try:
         first_variables, second_variables = variables(first), variables(second)
     except Unsupported:
         return None
     names = sorted(first_variables | second_variables)
     learnt = False
-    for probe in PROBE_POINTS:
-        point = {name: probe[index % len(probe)] + index for index, name in enumerate(names)}
+    for coordinates in probe_values(names):
+        point = dict(zip(names, coordinates))
         try:
             first_value, second_value = evaluate(first, point), evaluate(second, point)
         except Unsupported:
             continue
         learnt = True
-        if abs(first_value - second_value) > gap * max(1.0, abs(first_value), abs(second_value)):
+        if values_differ(first_value, second_value, rel_tol):
             return True
     if not learnt:
         return None

@@ -32,7 +32,7 @@ from pathlib import Path
 
 WORKER_MEMORY_LIMIT_BYTES = 4 * 1024**3
 STARTUP_TIMEOUT_S = 120.0
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def serve() -> None:
     os.dup2(devnull, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _limit_memory(WORKER_MEMORY_LIMIT_BYTES)
-    from eglr.grading.symbolic import symbolic_equal, warm_up
+    from eglr.grading.slow.symbolic import symbolic_equal, warm_up
 
     warm_up()
     replies.send(("ready", ""))
@@ -92,7 +92,7 @@ class _Child:
             path for path in (_PACKAGE_ROOT, environment.get("PYTHONPATH", "")) if path
         )
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "eglr.grading.worker"],
+            [sys.executable, "-m", "eglr.grading.slow.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
