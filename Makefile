@@ -9,10 +9,11 @@ TORCH_CPU ?= torch==2.13.0
 ROLLOUTS ?= results/rollouts
 ANALYSIS ?= results/analysis
 DEMO_DIR ?= results/demo
+REAL_DIR ?= results/real-cpu
 PYTEST_ARGS ?= -n 2 --dist loadgroup
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock gpu-check real-models test test-all demo tiny-model sweep reproduce analyze figures bench clean
+.PHONY: help setup lock gpu-check real-models real-study real-ablation real-figures test test-all demo tiny-model sweep reproduce analyze figures bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -53,6 +54,22 @@ test-all: $(STAMP) ## Run every test, the slow ones (full tiny-model retraining)
 demo: $(STAMP) ## The whole pipeline on CPU: tiny-math on arith, L x T grid, grading, tables, figures, report
 	$(PY) -m eglr.run experiment=demo
 	$(PY) -m analysis.report --rollouts $(DEMO_DIR)/rollouts --out $(DEMO_DIR)
+
+real-study: real-models ## The real-model study on CPU (hours, resumable; rollouts snapshotted to REAL_DIR/rollouts/**.jsonl.gz), then its analysis
+	$(PY) scripts/rollout_snapshots.py restore $(REAL_DIR)/rollouts
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m eglr.run experiment=real-cpu $(ARGS)
+	$(PY) scripts/rollout_snapshots.py save $(REAL_DIR)/rollouts
+	$(MAKE) real-figures
+
+real-ablation: real-models ## The real-model ablation (re-injection, convergence rule) at L = 4 on 30 GSM8K problems
+	$(PY) scripts/rollout_snapshots.py restore $(REAL_DIR)/ablation/rollouts
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m eglr.run -m experiment=real-cpu-ablation $(ARGS)
+	$(PY) scripts/rollout_snapshots.py save $(REAL_DIR)/ablation/rollouts
+	$(MAKE) real-figures
+
+real-figures: $(STAMP) ## Tables, figures and reports of the real-model study and ablation from their committed rollouts
+	$(PY) -m analysis.report --rollouts $(REAL_DIR)/rollouts --out $(REAL_DIR)
+	if [ -d $(REAL_DIR)/ablation/rollouts ]; then $(PY) -m analysis.report --rollouts $(REAL_DIR)/ablation/rollouts --out $(REAL_DIR)/ablation; fi
 
 tiny-model: $(STAMP) ## Retrain the embedded tiny-math checkpoint (about 10 minutes on one CPU thread)
 	$(PY) scripts/train_tiny_model.py --out eglr/assets/tiny-math

@@ -135,8 +135,9 @@ def generate(
 ) -> GenerationOutput:
     """Decode up to ``max_new_tokens`` tokens per row of a left-padded batch with EGLR.
 
-    ``eos_token_id`` (an int or several) and ``pad_token_id`` default to the
-    model's generation config. ``seed`` is an int (rows get ``seed + row``) or one
+    ``eos_token_id`` (an int or several; ``[]`` never stops) and ``pad_token_id``
+    default to the model's generation config, where :func:`eglr.models.load_model`
+    puts the stop and pad tokens it resolves. ``seed`` is an int (rows get ``seed + row``) or one
     int per row; each row samples from its own generator, so its tokens do not
     depend on the rest of the batch.
     """
@@ -152,7 +153,8 @@ def generate(
     if pad_token_id is None:
         pad_token_id = generation_config.pad_token_id
     if pad_token_id is None:
-        pad_token_id = eos_ids[0] if eos_ids else 0
+        raise ValueError("no pad_token_id: pass one, or set the model's generation config (eglr.models.load_model "
+                         "and eglr.models.resolve_special_tokens do)")
     if isinstance(pad_token_id, bool) or not isinstance(pad_token_id, int) or pad_token_id < 0:
         raise ValueError(f"pad_token_id must be a non-negative int, got {pad_token_id!r}")
 

@@ -8,6 +8,7 @@ architecture from a small config with seeded random weights, for offline tests.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -42,12 +43,38 @@ def resolve_dtype(name: str) -> torch.dtype:
 
 
 def load_tokenizer(location: str, revision: str | None = None) -> PreTrainedTokenizerBase:
-    """A tokenizer set up for batched generation: left padding and a pad token."""
+    """A tokenizer set up for batched generation: left padding (its pad token is resolved with the model's)."""
     tokenizer = AutoTokenizer.from_pretrained(resolve_path(location), revision=revision)
     tokenizer.padding_side = "left"
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def resolve_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                           extra_eos_token_ids: Sequence[int] = ()) -> None:
+    """Decide once, at loading, which tokens stop a row and which pads one, and write them where
+    every generation reads them: ``model.generation_config.eos_token_id`` (a list) and
+    ``pad_token_id``, and the tokenizer's pad token.
+
+    Stop tokens: the tokenizer's eos, the generation config's (Llama-3 instruct models stop on
+    several, Qwen's instruct models on ``<|im_end|>``) and ``extra_eos_token_ids`` (a model config's
+    ``extra_eos_token_ids``, for a checkpoint whose generation config lost some). Pad: the
+    tokenizer's, else the generation config's, else the first stop token (a padded position is
+    masked, so any token will do).
+    """
+    config = model.generation_config
+    stops: list[int] = []
+    for value in (tokenizer.eos_token_id, config.eos_token_id, list(extra_eos_token_ids)):
+        for token in (value if isinstance(value, (list, tuple)) else [value]):
+            if token is not None and int(token) not in stops:
+                stops.append(int(token))
+    if not stops:
+        raise ValueError(f"{type(model).__name__}: neither the tokenizer nor the generation config names an "
+                         "end-of-sequence token")
+    pad = next((int(value) for value in (tokenizer.pad_token_id, config.pad_token_id) if value is not None), stops[0])
+    config.eos_token_id = stops
+    config.pad_token_id = pad
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad)
 
 
 def load_model(model_cfg: Any, device: str = "auto") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -79,6 +106,7 @@ def load_model(model_cfg: Any, device: str = "auto") -> tuple[PreTrainedModel, P
     if depth != model_cfg.num_layers:
         raise ValueError(f"model.num_layers={model_cfg.num_layers} but {model_cfg.name} has {depth} "
                          f"decoder layers; fix configs/model/{model_cfg.name}.yaml")
+    resolve_special_tokens(model, tokenizer, model_cfg.get("extra_eos_token_ids") or ())
     return model.to(target).eval(), tokenizer
 
 
@@ -91,13 +119,3 @@ def _checkpoint_location(model_cfg: Any) -> str:
         return str(checkpoint_dir(model_cfg))
     return resolve_path(model_cfg.path)
 
-
-def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """Every token that ends a turn: the tokenizer's eos plus the model's generation config ones
-    (Llama-3 instruct models stop on several)."""
-    ids: list[int] = []
-    for value in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
-        for token in (value if isinstance(value, list) else [value]):
-            if token is not None and int(token) not in ids:
-                ids.append(int(token))
-    return ids

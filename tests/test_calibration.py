@@ -100,3 +100,43 @@ def test_calibration_problems_are_the_last_ones_and_never_evaluated():
         calibration_problems(problems, set(), 11, "toy")
     with pytest.raises(ValueError, match="num_prompts must be a positive integer"):
         calibration_problems(problems, set(), 0, "toy")
+
+
+def test_runner_resolves_tau_from_the_quantile_records_it_and_reuses_the_calibration(tmp_path, monkeypatch, data_dir):
+    from conftest import compose
+    from eglr.runner import output_path, run
+
+    monkeypatch.setenv("EGLR_CACHE", str(tmp_path / "cache"))
+    overrides = ["model=tiny-random-qwen2", "benchmark=math500", "grid.layer_spans=[0,2]", "grid.temperatures=[0.0]",
+                 "eglr.tau_quantile=0.75", "calibration.num_prompts=3", "calibration.max_new_tokens=5",
+                 "generation.max_new_tokens=4", "limit=2", "progress=false", f"output_dir={tmp_path / 'out'}"]
+    cfg = compose(overrides)
+    first = run(cfg)
+    records = [json.loads(line) for line in output_path(cfg).read_text().splitlines()]
+    (stored,) = list((tmp_path / "cache" / "calibration").glob("*.json"))
+    calibration = json.loads(stored.read_text())
+    from eglr.benchmarks import load_benchmark
+
+    last_three = [problem.id for problem in load_benchmark("math500")[-3:]]
+    assert [problem_id for problem_id, _ in calibration["description"]["problems"]] == last_three
+    taus = {record["tau"] for record in records}
+    assert len(taus) == 1 and all(record["tau_quantile"] == 0.75 for record in records)
+    assert taus.pop() == pytest.approx(Calibration("k", {}, tuple(calibration["entropies"])).tau(0.75))
+    assert first["generated"] == 4
+    again = run(compose(overrides))
+    assert again["generated"] == 0 and again["skipped"] == 4  # same tau, same settings hash: nothing to redo
+    assert list((tmp_path / "cache" / "calibration").glob("*.json")) == [stored]
+
+
+def test_runner_refuses_a_bad_quantile_and_overlapping_calibration_prompts(tmp_path, monkeypatch, data_dir):
+    from conftest import compose
+    from eglr.runner import run
+
+    monkeypatch.setenv("EGLR_CACHE", str(tmp_path / "cache"))
+    base = ["model=tiny-random-qwen2", "benchmark=math500", "grid.layer_spans=[0]", "grid.temperatures=[0.0]",
+            "progress=false", f"output_dir={tmp_path / 'out'}"]
+    with pytest.raises(ValueError, match=r"eglr.tau_quantile=1.5: .*strictly between 0 and 1"):
+        run(compose(base + ["eglr.tau_quantile=1.5"]))
+    with pytest.raises(ValueError, match="overlap the evaluated problems"):
+        run(compose(base + ["eglr.tau_quantile=0.9", "limit=499", "calibration.num_prompts=2"]))
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()

@@ -20,6 +20,22 @@ def test_directories_are_searched_recursively_and_shards_concatenated(tmp_path):
     assert sorted(rollouts.loc[rollouts["benchmark"] == "arith", "problem_id"]) == ["1", "2", "3"]
 
 
+def test_gzipped_snapshots_load_and_a_live_file_takes_precedence(tmp_path):
+    """Committed results are stored as rollouts.jsonl.gz; a run appending to rollouts.jsonl beside it is newer."""
+    import gzip
+
+    cell = tmp_path / "m" / "gsm8k"
+    cell.mkdir(parents=True)
+    snapshot = [record("1", benchmark="gsm8k"), record("2", benchmark="gsm8k")]
+    (cell / "rollouts.jsonl.gz").write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in snapshot).encode()))
+    assert sorted(load_rollouts([tmp_path])["problem_id"]) == ["1", "2"]
+    write_lines(cell / "rollouts.jsonl", snapshot + [record("3", benchmark="gsm8k")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing superseded: the snapshot is not read twice
+        assert sorted(load_rollouts([tmp_path])["problem_id"]) == ["1", "2", "3"]
+    assert sorted(load_rollouts([cell / "rollouts.jsonl.gz"])["problem_id"]) == ["1", "2"]
+
+
 def test_dtypes_follow_the_schema(tmp_path):
     write_lines(tmp_path / "r.jsonl", [record("7", temperature=0.7000000001, sample=1, correct=False,
                                               mean_logprob=None, mean_stop_kl=None)])

@@ -20,10 +20,11 @@ from eglr.benchmarks import load_benchmark
 from eglr.benchmarks.prompts import PromptConfig, render_prompt
 from eglr.engine import EGLRConfig, generate
 from eglr.logits import OutputHead, check_head_matches
-from eglr.models import eos_token_ids, load_model
+from eglr.models import load_model
+from eglr.schema import RolloutRecord
 from eglr.step import entropy
 from eglr.weights import FetchError, ensure
-from test_runner import RECORD_FIELDS, read_records
+from test_runner import read_records
 from tiny_models import left_pad
 
 pytestmark = pytest.mark.xdist_group("real-models")
@@ -33,8 +34,9 @@ LAYER_SPAN = 4
 GATE = EGLRConfig(layer_span=LAYER_SPAN)  # tau = 1 nat, k_max = 4: the defaults
 # eos (= what the chat template closes a turn with) and pad, as the converted tokenizer and generation config carry them.
 SPECIAL_TOKENS = {
-    "qwen2.5-coder-0.5b-instruct": {"eos": ("<|im_end|>", 151645), "pad": ("<|endoftext|>", 151643)},
-    "smollm2-135m-instruct": {"eos": ("<|im_end|>", 2), "pad": ("<|im_end|>", 2)},
+    "qwen2.5-coder-0.5b-instruct": {"eos": ("<|im_end|>", 151645), "pad": ("<|endoftext|>", 151643),
+                                    "stops": [151645, 151643]},
+    "smollm2-135m-instruct": {"eos": ("<|im_end|>", 2), "pad": ("<|im_end|>", 2), "stops": [2]},
 }
 # A re-application through the KV cache and the cache-free reference differ only by float32 rounding of the
 # same computation in another order (a sequence-long attention instead of one query against the cache),
@@ -91,8 +93,8 @@ def test_eos_and_pad_are_the_chat_models_own(real) -> None:
     expected = SPECIAL_TOKENS[real.name]
     assert (tokenizer.eos_token, tokenizer.eos_token_id) == expected["eos"]
     assert (tokenizer.pad_token, tokenizer.pad_token_id) == expected["pad"]
-    assert generation.eos_token_id == expected["eos"][1] and generation.pad_token_id == expected["pad"][1]
-    assert eos_token_ids(real.model, tokenizer) == [expected["eos"][1]]
+    # Resolved once at loading (eglr.models.resolve_special_tokens): every stop token, and the pad.
+    assert generation.eos_token_id == expected["stops"] and generation.pad_token_id == expected["pad"][1]
     text = tokenizer.decode(real.prompts[0])
     assert text.endswith("<|im_start|>assistant\n") and text.count("<|im_start|>") == 3  # system, user, assistant
     assert tokenizer.padding_side == "left"
@@ -175,8 +177,7 @@ def test_runner_end_to_end_on_three_gsm8k_problems(real, hf_greedy, tmp_path) ->
     records = read_records(output_path(cfg))
     assert summary["generated"] == len(records) == 3 * 2
     for record in records:
-        missing = [name for name in RECORD_FIELDS if name not in record]
-        assert not missing, missing
+        assert RolloutRecord.from_dict(record).to_dict() == record  # complete and valid under the schema
         assert record["model"] == real.name and record["benchmark"] == "gsm8k" and record["dtype"] == "float32"
         assert record["num_tokens"] <= NEW_TOKENS and isinstance(record["correct"], bool) and record["gold"]
     greedy = [r for r in records if r["layer_span"] == 0]  # in problem order

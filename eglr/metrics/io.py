@@ -21,6 +21,8 @@ What a frame holds:
 """
 from __future__ import annotations
 
+import gzip
+
 import io
 import json
 import math
@@ -85,15 +87,22 @@ class _SlowPath(Exception):
 
 
 def rollout_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
-    """The JSONL files named by ``paths``: files as given, directories searched recursively."""
+    """The JSONL files named by ``paths``: files as given, directories searched recursively.
+
+    Gzipped files (``*.jsonl.gz``, how committed results are stored) are read too; where a
+    directory holds both ``X.jsonl`` and ``X.jsonl.gz``, the plain file is the live one a run
+    appends to (the snapshot is a copy of an earlier state of it) and only it is read.
+    """
     if isinstance(paths, (str, Path)):
         paths = [paths]
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(path.rglob("*.jsonl"))
+            plain = sorted(path.rglob("*.jsonl"))
+            live = set(plain)
+            found = sorted(plain + [gz for gz in path.rglob("*.jsonl.gz") if gz.with_suffix("") not in live])
             if not found:
-                raise FileNotFoundError(f"no *.jsonl rollout files under directory {str(path)!r}")
+                raise FileNotFoundError(f"no *.jsonl or *.jsonl.gz rollout files under directory {str(path)!r}")
             files.extend(found)
         elif path.is_file():
             files.append(path)
@@ -142,7 +151,8 @@ def load_rollouts(
 # --- reading one file ----------------------------------------------------------------------------
 
 def _read_file(path: Path, wanted: list[str]) -> pd.DataFrame:
-    data = _drop_truncated_tail(path, path.read_bytes())
+    raw = path.read_bytes()
+    data = _drop_truncated_tail(path, gzip.decompress(raw) if path.name.endswith(".gz") else raw)
     if not data.strip():
         return pd.DataFrame()
     try:
