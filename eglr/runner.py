@@ -362,7 +362,7 @@ def resolve_tau(cfg: DictConfig, load: Any) -> DictConfig:
         "benchmark": name,
         "problems": [[problem.id, text_digest(problem.problem)] for problem in chosen],
         "max_new_tokens": int(calibration.max_new_tokens),
-        "device": "cpu" if str(cfg.device) == "cpu" else str(cfg.device),
+        "device": _device_type(cfg),
     }
 
     def compute() -> list[float]:
@@ -379,6 +379,12 @@ def resolve_tau(cfg: DictConfig, load: Any) -> DictConfig:
     resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     resolved.eglr.tau = tau
     return resolved
+
+
+def _device_type(cfg: DictConfig) -> str:
+    from eglr.models import resolve_device
+
+    return resolve_device(cfg.device).type
 
 
 def output_path(cfg: DictConfig) -> Path:
