@@ -25,10 +25,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
 from eglr.benchmarks.records import Problem
-from eglr.step import entropy
 
 
 def check_quantile(quantile: object) -> float:
@@ -86,38 +83,23 @@ def cache_directory() -> Path:
     return Path(os.environ.get("EGLR_CACHE", Path.home() / ".cache" / "eglr")) / "calibration"
 
 
-@torch.inference_mode()
 def greedy_entropies(model, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int, batch_size: int,
                      eos_token_id: int | Sequence[int] | None = None,
                      pad_token_id: int | None = None) -> list[float]:
-    """The entropy of every next-token distribution of greedy L = 0 decoding of each prompt.
-
-    Each batch is decoded with :func:`eglr.engine.generate`; the distributions are then
-    recomputed in one cache-free forward over prompt + generated tokens (up to and including a
-    row's end-of-sequence token), in float32.
-    """
+    """The entropy of every next-token distribution of greedy L = 0 decoding of each prompt
+    (the engine's own, :attr:`eglr.engine.GenerationOutput.step_entropies`), in prompt order."""
     from eglr.engine import EGLRConfig, generate
     from eglr.text import left_padded
 
     pad = pad_token_id if pad_token_id is not None else model.generation_config.pad_token_id
     values: list[float] = []
     for start in range(0, len(prompt_ids), batch_size):
-        rows = [list(ids) for ids in prompt_ids[start:start + batch_size]]
-        input_ids, mask = left_padded(rows, pad)
-        input_ids, mask = input_ids.to(model.device), mask.to(model.device)
-        output = generate(model, input_ids, mask, eglr=EGLRConfig(), max_new_tokens=max_new_tokens,
-                          eos_token_id=eos_token_id, pad_token_id=pad)
-        lengths = torch.tensor(output.num_tokens, device=model.device)
-        steps = torch.arange(output.sequences.shape[1], device=model.device)
-        generated_mask = (steps[None, :] < lengths[:, None]).long()
-        full_ids = torch.cat([input_ids, output.sequences], dim=1)
-        full_mask = torch.cat([mask, generated_mask], dim=1)
-        positions = (full_mask.cumsum(-1) - 1).clamp(min=0)
-        logits = model(input_ids=full_ids, attention_mask=full_mask, position_ids=positions).logits
-        # The distribution of generated token t is predicted at position prompt_length - 1 + t.
-        step_logits = logits[:, input_ids.shape[1] - 1:-1].float()
-        step_entropies = entropy(torch.log_softmax(step_logits, dim=-1))
-        values.extend(step_entropies[generated_mask.bool()].tolist())
+        input_ids, mask = left_padded([list(ids) for ids in prompt_ids[start:start + batch_size]], pad)
+        output = generate(model, input_ids.to(model.device), mask.to(model.device), eglr=EGLRConfig(),
+                          max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, pad_token_id=pad,
+                          return_entropies=True)
+        for row in output.step_entropies:
+            values.extend(row)
     return values
 
 

@@ -40,7 +40,7 @@ from transformers import PreTrainedModel
 from eglr.cache import preallocated_cache
 from eglr.logits import OutputHead, check_head_matches, decoder_layers
 from eglr.sampling import choose_tokens, draw_uniforms, row_generators, row_seeds, validate_sampling
-from eglr.step import EGLRConfig, StepResult, eglr_step
+from eglr.step import EGLRConfig, StepResult, eglr_step, entropy
 from eglr.top_layers import TopLayers
 
 __all__ = ["EGLRConfig", "GenerationOutput", "generate", "num_decoder_layers"]
@@ -62,6 +62,9 @@ class GenerationOutput:
     log softmax(z_final) at the chosen token (temperature 1).
     ``reapplication_passes`` counts the re-applications run on the batch, each on
     the rows still running at that point (the cost is in the per-row counts).
+    ``step_entropies`` (with ``return_entropies=True``): per row, the entropy of
+    the normal pass's next-token distribution at each of its steps, the ones the
+    gate compares with tau.
     """
 
     sequences: torch.Tensor
@@ -74,6 +77,7 @@ class GenerationOutput:
     finish_reasons: list[str]
     sum_logprob: list[float]
     reapplication_passes: int = 0
+    step_entropies: list[list[float]] | None = None
 
 
 def num_decoder_layers(model: PreTrainedModel) -> int:
@@ -132,6 +136,7 @@ def generate(
     seed: int | Sequence[int] | None = None,
     eos_token_id: int | Sequence[int] | None = None,
     pad_token_id: int | None = None,
+    return_entropies: bool = False,
 ) -> GenerationOutput:
     """Decode up to ``max_new_tokens`` tokens per row of a left-padded batch with EGLR.
 
@@ -188,6 +193,7 @@ def generate(
     sum_logprob = torch.zeros(batch_size, dtype=torch.float64, device=device)
     stats = _EGLRStatistics(batch_size, eglr.k_max, device)
     running = torch.arange(batch_size, device=device)  # the rows still decoding, as indices into the batch
+    entropies = torch.full((batch_size, max_new_tokens), float("nan"), device=device) if return_entropies else None
     steps_run = 0
     hooks = TopLayers(model, cache, eglr.layer_span) if eglr.can_gate else nullcontext()
     head = OutputHead.of(model) if eglr.can_gate else None
@@ -205,6 +211,8 @@ def generate(
         for step in range(max_new_tokens):
             logits = forward(step_tokens, prompt_length + step, step_positions)
             log_probs = torch.log_softmax(logits.float(), dim=-1)
+            if entropies is not None:
+                entropies[running, step] = entropy(log_probs)
             if top is not None:
                 if step == 0:
                     check_head_matches(head, top.hidden, logits)
@@ -237,6 +245,8 @@ def generate(
         finish_reasons=["eos" if stopped else "length" for stopped in hit_eos.tolist()],
         sum_logprob=sum_logprob.tolist(),
         **stats.as_lists(),
+        step_entropies=None if entropies is None else [
+            row[:count] for row, count in zip(entropies.tolist(), num_tokens.tolist())],
     )
 
 
