@@ -240,6 +240,18 @@ def render_report(rollouts: pd.DataFrame, tables: dict[str, pd.DataFrame], figur
         ]
     else:
         lines.append("The rollouts lack the token and re-application counts the cost tables need.")
+    if "convergence" in tables:
+        lines += [
+            "",
+            "## Convergence",
+            "",
+            "At a gated step the top L layers are re-applied until KL(p_k || p_{k-1}) falls below eps (or the top "
+            "token stops changing, criterion=argmax), at most k_max times. Converged is the share of gated steps "
+            "whose test passed within k_max; the KL is the one between the last two iterates when the step "
+            "stopped, averaged over gated steps; length-stopped counts rollouts that ran into max_new_tokens.",
+            "",
+            markdown_table(shown["convergence"]),
+        ]
     lines += [
         "",
         "## Files",

@@ -3,6 +3,7 @@
 Tables: ``configurations`` (the settings of each configuration in the input),
 ``oracles`` (pools per model, benchmark and configuration), ``cells`` (L x T accuracy),
 ``cost`` and ``cost_by_span`` (gating rate, re-applications, relative compute),
+``convergence`` (per layer span: how often gated steps converged, the KL at the stop, length stops),
 ``complementarity``, ``majority_vote``, ``best_of_n``, ``grpo``, and ``pass_at_k``
 (CSV only; the figures plot it).
 """
@@ -42,6 +43,7 @@ from eglr.metrics import (
     selection_table,
 )
 from eglr.metrics.bootstrap import ci_columns
+from eglr.metrics.convergence import convergence_summary
 from eglr.metrics.io import GROUP_KEY, setting_text
 from eglr.metrics.cost import DEFAULT_LM_HEAD_COST, missing_cost_fields
 from eglr.metrics.sampling import DEFAULT_DRAWS
@@ -78,6 +80,7 @@ def table_builders(options: Options = Options()) -> dict[str, Callable[[pd.DataF
         "cost": lambda rollouts: cost_table(rollouts, options.lm_head_cost),
         "cost_by_span": lambda rollouts: cost_summary(rollouts, ["model", "configuration", "layer_span"],
                                                      options.lm_head_cost),
+        "convergence": lambda rollouts: convergence_summary(rollouts, [*GROUP_KEY, "layer_span"]),
     }
 
 
@@ -88,7 +91,7 @@ BEST_OF_N_SCORERS = ("oracle", "answer_frequency", "mean_logprob")
 def build_tables(rollouts: pd.DataFrame, options: Options = Options()) -> dict[str, pd.DataFrame]:
     """All tables, by name. The cost tables are left out when the rollouts lack the
     token and re-application counts they need."""
-    skip = COST_TABLES if missing_cost_fields(rollouts) else ()
+    skip = (*COST_TABLES, "convergence") if missing_cost_fields(rollouts) else ()
     tables = {name: build(rollouts) for name, build in table_builders(options).items() if name not in skip}
     return split_selection(tables)
 
@@ -167,6 +170,22 @@ def display_grpo(table: pd.DataFrame) -> pd.DataFrame:
     return shown.rename(columns={"pool": "Pool", "group_size": "G", "n_problems": "Problems"})
 
 
+def display_convergence(table: pd.DataFrame) -> pd.DataFrame:
+    """Per layer span: gated steps, re-applications each, converged share, stop KL, length stops."""
+    shown = table[[*GROUP_KEY, "layer_span"]].copy()
+    shown["benchmark"] = shown["benchmark"].astype(str).map(benchmark_label)
+    shown["Rollouts"] = table["n_rollouts"]
+    shown["Tokens"] = table["mean_tokens"].round(0).astype("int64")
+    shown["Length-stopped (%)"] = (100 * table["length_stopped"]).round(1)
+    shown["Gated steps"] = table["gated_steps"].astype("int64")
+    dash = "–"
+    shown["Re-applications / gated step"] = table["reapplications_per_gated_step"].map(
+        lambda value: dash if pd.isna(value) else f"{value:.2f}")
+    shown["Converged (%)"] = table["converged_fraction"].map(lambda value: dash if pd.isna(value) else f"{100 * value:.1f}")
+    shown["Mean KL at the stop"] = table["mean_stop_kl"].map(lambda value: dash if pd.isna(value) else f"{value:.3g}")
+    return named_columns(shown, {"layer_span": "L"})
+
+
 def display_configurations(table: pd.DataFrame) -> pd.DataFrame:
     """Settings as they were recorded (0.001 stays 0.001; null for a missing value)."""
     shown = table.astype(object).where(table.notna(), None).map(setting_text)
@@ -195,6 +214,8 @@ def display_tables(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     if "cost" in tables:
         shown["cost"] = display_cost(tables["cost"], [*GROUP_KEY, "layer_span", "temperature"])
         shown["cost_by_span"] = display_cost(tables["cost_by_span"], ["model", "configuration", "layer_span"])
+    if "convergence" in tables:
+        shown["convergence"] = display_convergence(tables["convergence"])
     return shown
 
 
@@ -203,6 +224,8 @@ CAPTIONS = {
     "cells": "Accuracy in percent per layer span L and temperature T (intervals in cells.csv).",
     "cost": "Decode cost per cell: relative compute counts decoder-layer passes over a plain decode.",
     "cost_by_span": "Decode cost per layer span, over all benchmarks and temperatures.",
+    "convergence": "Re-applications per layer span: converged gated steps, KL between the last two iterates, "
+                   "rollouts stopped by the length limit.",
     "complementarity": "Problems solved by each axis: count (percent [interval]).",
     "majority_vote": "Self-consistency accuracy in percent per pool and rollout budget.",
     "best_of_n": "Best-of-N accuracy in percent per scorer, pool and rollout budget.",

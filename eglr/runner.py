@@ -412,15 +412,25 @@ def load_problems(cfg: DictConfig) -> list[Problem]:
 
 def plan_batches(problems: list[Problem], cells: list[Cell], batch_size: int,
                  base_seed: int) -> list[list[Rollout]]:
-    """All rollouts of the job in fixed batches: one cell at a time, problems in order."""
+    """All rollouts of the job in fixed batches: blocks of ``batch_size`` problems, in order; within a
+    block, one cell at a time.
+
+    Problem-major order makes a job that is stopped part-way a complete grid on its first problems
+    (every layer span and temperature of a problem done before the next block starts), so a long
+    study can be analysed honestly while it runs. A block of ``batch_size`` problems fills whole
+    batches in every cell. Rollouts do not depend on how they are batched.
+    """
     batches = []
-    for cell in cells:
-        rollouts = [
-            Rollout(problem, cell.layer_span, cell.temperature, sample,
-                    None if cell.temperature == 0 else sample_seed(problem.id, cell.temperature, sample, base_seed))
-            for problem in problems for sample in range(cell.samples)
-        ]
-        batches.extend(rollouts[start:start + batch_size] for start in range(0, len(rollouts), batch_size))
+    for block_start in range(0, len(problems), batch_size):
+        block = problems[block_start:block_start + batch_size]
+        for cell in cells:
+            rollouts = [
+                Rollout(problem, cell.layer_span, cell.temperature, sample,
+                        None if cell.temperature == 0 else sample_seed(problem.id, cell.temperature, sample,
+                                                                       base_seed))
+                for problem in block for sample in range(cell.samples)
+            ]
+            batches.extend(rollouts[start:start + batch_size] for start in range(0, len(rollouts), batch_size))
     return batches
 
 

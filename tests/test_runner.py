@@ -353,3 +353,23 @@ def test_a_row_without_an_answer_names_row_and_file(tmp_path) -> None:
                     + json.dumps({"unique_id": "b", "problem": "2+2?"}) + "\n")
     with pytest.raises(ValueError, match=f"{path}.*row 2"):
         run(compose(SMALL + [f"benchmark.path={path}", f"output_dir={tmp_path}"]))
+
+
+def test_batches_are_problem_major_so_a_stopped_job_is_a_complete_grid_on_its_first_problems() -> None:
+    from eglr.benchmarks.records import Problem
+    from eglr.runner import Cell, plan_batches
+
+    problems = [Problem(f"p{index}", f"question {index}", str(index)) for index in range(5)]
+    cells = [Cell(0, 0.0, 1), Cell(0, 0.7, 3), Cell(2, 0.0, 1), Cell(2, 0.7, 2)]
+    batches = plan_batches(problems, cells, batch_size=2, base_seed=0)
+    order = [rollout for batch in batches for rollout in batch]
+    keys = [(r.problem.id, r.layer_span, r.temperature, r.sample) for r in order]
+    assert len(keys) == len(set(keys)) == 5 * (1 + 3 + 1 + 2)
+    assert all(len(batch) <= 2 for batch in batches)
+    assert all(len({(r.layer_span, r.temperature) for r in batch}) == 1 for batch in batches)
+    first_block = {"p0", "p1"}
+    cut = max(index for index, r in enumerate(order) if r.problem.id in first_block) + 1
+    assert {r.problem.id for r in order[:cut]} == first_block
+    assert cut == 2 * (1 + 3 + 1 + 2)
+    seeds = {(r.problem.id, r.temperature, r.sample): r.seed for r in order if r.temperature}
+    assert all(r.seed == seeds[(r.problem.id, r.temperature, r.sample)] for r in order if r.temperature)
