@@ -205,3 +205,24 @@ def test_undecodable_bytes_name_the_file_and_line(tmp_path):
                      + json.dumps(record("2")).encode() + b"\n")
     with pytest.raises(ValueError, match="r.jsonl:2.*UTF-8"):
         load_rollouts(path)
+
+
+def test_the_frame_does_not_depend_on_the_order_records_were_written_in(tmp_path):
+    cells = [(problem, span, temperature, sample)
+             for span in (0, 2) for temperature, samples in ((0.0, 1), (0.7, 2))
+             for problem in ("7", "3", "10") for sample in range(samples)]
+    records = [record(problem, span, temperature, sample, correct=(int(problem) + span + sample) % 3 == 0,
+                      seed=None if temperature == 0 else 11 * sample, time_s=0.1 + span)
+               for problem, span, temperature, sample in cells]
+    problem_major = sorted(records, key=lambda item: ("7", "3", "10").index(item["problem_id"]))
+    write_lines(tmp_path / "cell_major" / "rollouts.jsonl", records)
+    write_lines(tmp_path / "problem_major" / "rollouts.jsonl", problem_major)
+    write_lines(tmp_path / "reversed" / "rollouts.jsonl", records[::-1])
+    expected = load_rollouts(tmp_path / "cell_major")
+    assert list(expected["problem_id"][:3]) == ["7", "3", "10"]
+    pd.testing.assert_frame_equal(load_rollouts(tmp_path / "problem_major"), expected)
+    reversed_frame = load_rollouts(tmp_path / "reversed")
+    assert list(reversed_frame["problem_id"][:3]) == ["10", "3", "7"]  # problems in the order first met
+    key = ["layer_span", "temperature", "problem_id", "sample"]
+    pd.testing.assert_frame_equal(reversed_frame.sort_values(key).reset_index(drop=True),
+                                  expected.sort_values(key).reset_index(drop=True))

@@ -141,11 +141,26 @@ def load_rollouts(
                       "and settings (re-graded, or regenerated after their problem changed); kept the latest",
                       stacklevel=2)
         rollouts = rollouts.loc[~superseded].reset_index(drop=True)
+    rollouts = _canonical_order(rollouts)
     _check_graded(rollouts)
     _check_one_version_per_problem(rollouts)
     rollouts["configuration"] = configuration_labels(rollouts)
     keep = [name for name in wanted if columns is None or name in set(REQUIRED_COLUMNS) | set(columns)]
     return rollouts[[*keep, "configuration"]]
+
+
+def _canonical_order(rollouts: pd.DataFrame) -> pd.DataFrame:
+    """Rows in one order whatever order the records were written in (a resumed, re-graded or
+    problem-major job appends in another): by model, benchmark and configuration as first met,
+    then layer span, temperature, problem as first met and sample. Float sums in the tables then
+    do not depend on the writing order."""
+    ranks = {name: pd.factorize(rollouts[name])[0] for name in ("model", "benchmark", "settings_hash", "problem_id")}
+    keys = pd.DataFrame({"model": ranks["model"], "benchmark": ranks["benchmark"],
+                         "settings": ranks["settings_hash"], "layer_span": rollouts["layer_span"].to_numpy(),
+                         "temperature": rollouts["temperature"].to_numpy(), "problem": ranks["problem_id"],
+                         "sample": rollouts["sample"].to_numpy()})
+    order = keys.sort_values(list(keys.columns), kind="mergesort").index.to_numpy()
+    return rollouts.iloc[order].reset_index(drop=True)
 
 
 # --- reading one file ----------------------------------------------------------------------------
