@@ -28,14 +28,12 @@ import sys
 import time
 from pathlib import Path
 
+from eglr.benchmarks import load_benchmark
+from eglr.grading import GRADER_VERSION, clear_cache, grade
+from eglr.grading.extract import last_boxed
+from eglr.grading.slow.worker import default_worker
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from eglr.benchmarks import load_benchmark  # noqa: E402
-from eglr.grading import GRADER_VERSION, clear_cache, grade  # noqa: E402
-from eglr.grading.extract import last_boxed  # noqa: E402
-from eglr.grading.slow.worker import default_worker  # noqa: E402
-
 POOL_SIZE = 8
 OUTPUT = REPO_ROOT / "results" / "bench" / "grader.json"
 

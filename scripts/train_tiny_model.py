@@ -22,7 +22,6 @@ import json
 import math
 import random
 import re
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,12 +33,10 @@ import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from eglr.benchmarks import arith
+from eglr.benchmarks.prompts import DEFAULT_INSTRUCTION, render_prompt
 
-from eglr.benchmarks import arith  # noqa: E402
-from eglr.benchmarks.prompts import DEFAULT_INSTRUCTION, render_prompt  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 PAD_TOKEN = "<|pad|>"
 END_TOKEN = "<|end|>"
