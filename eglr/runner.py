@@ -605,7 +605,10 @@ def _chunks(items: list[Rollout], size: int) -> Iterator[list[Rollout]]:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one job to completion (or resume it); returns a small summary."""
+    from eglr.version import eglr_version
+
     validate(cfg)
+    eglr_version()  # read (and cached) now: the commit of the code this process runs, not what HEAD is later
     problems = load_problems(cfg)
     load = ModelLoader(cfg)
     cfg = resolve_tau(cfg, load)
