@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from eglr.benchmarks.registry import get_benchmark
-from eglr.metrics import ANALYSIS_COLUMNS, Bootstrap, load_rollouts
+from eglr.metrics import ANALYSIS_COLUMNS, Bootstrap, complete_problems, load_rollouts
 from eglr.metrics.cost import DEFAULT_LM_HEAD_COST
 from eglr.metrics.sampling import DEFAULT_DRAWS
 from eglr.metrics.voting import AnswerKey, default_answer_key, exact_answer_key
@@ -80,8 +81,17 @@ def answer_key(name: str) -> AnswerKey:
 
 def load(paths: Sequence[Path]) -> pd.DataFrame:
     """The rollouts, without response texts (the analysis never reads them), every configuration
-    kept apart (:func:`eglr.metrics.load_rollouts`)."""
-    return load_rollouts(paths, columns=ANALYSIS_COLUMNS)
+    kept apart (:func:`eglr.metrics.load_rollouts`), of the problems whose grid is complete
+    (:func:`eglr.metrics.complete_problems`: a running job's partly done problems are left out,
+    with a warning; ``attrs["partial_problems"]`` says how many)."""
+    rollouts = complete_problems(load_rollouts(paths, columns=ANALYSIS_COLUMNS))
+    partial = rollouts.attrs["partial_problems"]
+    if partial:
+        warnings.warn(f"{partial} problem(s) have only part of their grid (a job still running or stopped): "
+                      "left out of every table", stacklevel=2)
+    if rollouts.empty:
+        raise ValueError("no problem has a complete grid yet: nothing to analyse")
+    return rollouts
 
 
 def format_ci(value: float, low: float, high: float, digits: int = 1) -> str:

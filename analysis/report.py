@@ -130,6 +130,14 @@ def _figure_lines(figures: list[Path], out_dir: Path, stems: list[str]) -> list[
     return [f"![{stem}]({present[stem].relative_to(out_dir).as_posix()})" for stem in stems if stem in present]
 
 
+def _partial_sentence(rollouts: pd.DataFrame) -> str:
+    partial = rollouts.attrs.get("partial_problems", 0)
+    if not partial:
+        return ""
+    return (f" ({rollouts['problem_id'].nunique()} problems with a complete grid; {partial} more, whose grid is "
+            "only partly written because the job is still running or was stopped, are left out)")
+
+
 def render_report(rollouts: pd.DataFrame, tables: dict[str, pd.DataFrame], figures: list[Path],
                   paper: pd.DataFrame, options: Options, sources: list[Path], out_dir: Path) -> str:
     """The report as Markdown: the tables and figures with the definitions needed to read them."""
@@ -145,7 +153,8 @@ def render_report(rollouts: pd.DataFrame, tables: dict[str, pd.DataFrame], figur
         "",
         f"{len(rollouts):,} graded rollouts of {models} model(s) on "
         f"{rollouts['benchmark'].nunique()} benchmark(s), read from "
-        + ", ".join(f"`{path}`" for path in sources) + ". Accuracies are in percent; brackets are "
+        + ", ".join(f"`{path}`" for path in sources) + _partial_sentence(rollouts)
+        + ". Accuracies are in percent; brackets are "
         f"{bootstrap.confidence:.0%} percentile bootstrap intervals over problems "
         f"({bootstrap.n_resamples} resamples, seed {bootstrap.seed}).",
         "",

@@ -172,3 +172,17 @@ def test_report_runs_from_any_directory_after_installation(rollout_dir, tmp_path
                             cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "out" / "oracles.csv").is_file()
+
+
+def test_a_running_jobs_partly_done_problems_are_left_out_and_counted(tmp_path):
+    rollouts = synthetic_rollouts(models=("qwen2.5-3b-instruct",), benchmarks=("gsm8k",), n_problems=6,
+                                  samples_at_layer_span_0=6)
+    last = rollouts["problem_id"].iloc[-1]
+    partial = rollouts.loc[(rollouts["problem_id"] != last) | (rollouts["layer_span"] == 0)]
+    write_rollouts(partial, tmp_path / "rollouts")
+    with pytest.warns(UserWarning, match="1 problem"):
+        assert report.main(["--rollouts", str(tmp_path / "rollouts"), "--out", str(tmp_path / "out"),
+                            *FAST, "--no-figures"]) == 0
+    oracles = pd.read_csv(tmp_path / "out" / "oracles.csv")
+    assert oracles["n_problems"].tolist() == [5]
+    assert "1 more, whose grid is only partly written" in (tmp_path / "out" / "report.md").read_text()

@@ -106,3 +106,20 @@ def test_pool_rejects_bad_definitions():
         Pool("bad", temperatures=())
     with pytest.raises(ValueError, match="name"):
         Pool("")
+
+
+def test_complete_problems_leaves_out_problems_with_part_of_their_grid() -> None:
+    from eglr.metrics import complete_problems
+
+    grid = [(0, 0.0, 0), (0, 0.7, 0), (0, 0.7, 1), (2, 0.0, 0), (2, 0.7, 0)]
+    rows = [(problem, *cell, True) for problem in ("a", "b") for cell in grid]
+    rows += [("c", *cell, True) for cell in grid[:3]]                   # a stopped job: span 2 not yet written
+    rows += [("d", *cell, True) for cell in grid if cell != (0, 0.7, 1)]  # one sample short in a cell
+    rollouts = frame(rows)
+    other = frame([(problem, *cell, False) for problem in ("c",) for cell in grid[:1]]).assign(configuration="x")
+    kept = complete_problems(pd.concat([rollouts, other], ignore_index=True))
+    assert sorted(kept.loc[kept["configuration"] == "", "problem_id"].unique()) == ["a", "b"]
+    assert list(kept.loc[kept["configuration"] == "x", "problem_id"].unique()) == ["c"]  # its own grid: complete
+    assert kept.attrs["partial_problems"] == 2
+    assert len(kept) == 2 * len(grid) + 1
+    assert complete_problems(frame(rows[:10])).attrs["partial_problems"] == 0

@@ -83,6 +83,27 @@ JOINT = Pool("joint", balanced=True)
 STANDARD_POOLS = (GREEDY, TEMPERATURE_ONLY, LAYER_ONLY, JOINT)
 
 
+def complete_problems(rollouts: pd.DataFrame) -> pd.DataFrame:
+    """The rollouts of the problems whose grid is complete: every (layer span, temperature) cell of
+    their model, benchmark and configuration, with as many rollouts as the fullest problem has there.
+
+    A job that is still running (or was stopped) has problems with only some cells written; in a
+    pool they would count as unsolved where a cell is missing, so the analysis leaves them out and
+    says how many (``attrs["partial_problems"]`` of the result).
+    """
+    sizes = rollouts.groupby(PROBLEM_KEY + CELL_KEY, observed=True).size().rename("n").reset_index()
+    full_cell = sizes["n"] == sizes.groupby(GROUP_KEY + CELL_KEY, observed=True)["n"].transform("max")
+    sizes["cell"] = sizes.groupby(CELL_KEY, observed=True).ngroup()
+    cells_in_group = sizes.groupby(GROUP_KEY, observed=True)["cell"].transform("nunique")
+    full_cells = full_cell.groupby([sizes[name] for name in PROBLEM_KEY], observed=True).transform("sum")
+    sizes["complete"] = full_cells == cells_in_group
+    per_problem = sizes.drop_duplicates(PROBLEM_KEY)[[*PROBLEM_KEY, "complete"]]
+    keep = rollouts[PROBLEM_KEY].merge(per_problem, on=PROBLEM_KEY, how="left")["complete"].to_numpy(dtype=bool)
+    kept = rollouts.loc[keep].reset_index(drop=True)
+    kept.attrs["partial_problems"] = int((~per_problem["complete"]).sum())
+    return kept
+
+
 def cell_counts(rollouts: pd.DataFrame) -> pd.DataFrame:
     """Rollouts ``n`` and correct rollouts ``c`` per problem and (layer span, temperature) cell."""
     grouped = rollouts.groupby(PROBLEM_KEY + CELL_KEY, observed=True, sort=True)["correct"]
