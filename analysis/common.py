@@ -59,6 +59,19 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples of the problems")
     parser.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of subset draws")
+    parser.add_argument("--layer-spans", type=_layer_spans, default=None,
+                        help="analyse only these layer spans, e.g. 0,2 (an interim report of a study whose "
+                             "larger spans are not written yet); default: every span in the rollouts")
+
+
+def _layer_spans(text: str) -> tuple[int, ...]:
+    try:
+        spans = tuple(sorted({int(item) for item in text.split(",")}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--layer-spans {text!r}: give integers separated by commas, e.g. 0,2")
+    if not spans or min(spans) < 0:
+        raise argparse.ArgumentTypeError(f"--layer-spans {text!r}: give layer spans >= 0, e.g. 0,2")
+    return spans
 
 
 def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,12 +92,20 @@ def answer_key(name: str) -> AnswerKey:
     return ANSWER_KEYS[name] or default_answer_key()
 
 
-def load(paths: Sequence[Path]) -> pd.DataFrame:
+def load(paths: Sequence[Path], layer_spans: Sequence[int] | None = None) -> pd.DataFrame:
     """The rollouts, without response texts (the analysis never reads them), every configuration
-    kept apart (:func:`eglr.metrics.load_rollouts`), of the problems whose grid is complete
-    (:func:`eglr.metrics.complete_problems`: a running job's partly done problems are left out,
-    with a warning; ``attrs["partial_problems"]`` says how many)."""
-    rollouts = complete_problems(load_rollouts(paths, columns=ANALYSIS_COLUMNS))
+    kept apart (:func:`eglr.metrics.load_rollouts`), at ``layer_spans`` (default: all), of the
+    problems whose grid is complete (:func:`eglr.metrics.complete_problems`: a running job's partly
+    done problems are left out, with a warning; ``attrs["partial_problems"]`` says how many)."""
+    rollouts = load_rollouts(paths, columns=ANALYSIS_COLUMNS)
+    if layer_spans is not None:
+        missing = sorted(set(layer_spans) - set(rollouts["layer_span"]))
+        if missing:
+            raise ValueError(f"--layer-spans: the rollouts have no layer span {missing} "
+                             f"(they have {sorted(set(rollouts['layer_span']))})")
+        rollouts = rollouts.loc[rollouts["layer_span"].isin(layer_spans)].reset_index(drop=True)
+    rollouts = complete_problems(rollouts)
+    rollouts.attrs["layer_spans"] = None if layer_spans is None else tuple(layer_spans)
     partial = rollouts.attrs["partial_problems"]
     if partial:
         warnings.warn(f"{partial} problem(s) have only part of their grid (a job still running or stopped): "

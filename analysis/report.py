@@ -131,11 +131,16 @@ def _figure_lines(figures: list[Path], out_dir: Path, stems: list[str]) -> list[
 
 
 def _partial_sentence(rollouts: pd.DataFrame) -> str:
+    """What the selection left out: layer spans not asked for, problems with a partly written grid."""
+    notes = []
+    spans = rollouts.attrs.get("layer_spans")
+    if spans is not None:
+        notes.append("layer spans " + ", ".join(map(str, spans)) + " only (`--layer-spans`)")
     partial = rollouts.attrs.get("partial_problems", 0)
-    if not partial:
-        return ""
-    return (f" ({rollouts['problem_id'].nunique()} problems with a complete grid; {partial} more, whose grid is "
-            "only partly written because the job is still running or was stopped, are left out)")
+    if partial:
+        notes.append(f"{rollouts['problem_id'].nunique()} problems with a complete grid; {partial} more, whose grid is "
+                     "only partly written because the job is still running or was stopped, are left out")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def render_report(rollouts: pd.DataFrame, tables: dict[str, pd.DataFrame], figures: list[Path],
@@ -304,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-figures", action="store_true", help="skip the figures (faster)")
     args = parser.parse_args(argv)
     paper = load_paper(args.paper)
-    rollouts = load(args.rollouts)
+    rollouts = load(args.rollouts, args.layer_spans)
     options = options_from_args(args)
     tables = build_tables(rollouts, options)
     written = write_tables(tables, args.out / "tables")

@@ -186,3 +186,21 @@ def test_a_running_jobs_partly_done_problems_are_left_out_and_counted(tmp_path):
     oracles = pd.read_csv(tmp_path / "out" / "oracles.csv")
     assert oracles["n_problems"].tolist() == [5]
     assert "1 more, whose grid is only partly written" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_layer_spans_select_an_interim_grid(tmp_path):
+    rollouts = synthetic_rollouts(models=("qwen2.5-3b-instruct",), benchmarks=("gsm8k",), n_problems=6,
+                                  samples_at_layer_span_0=6)
+    last = rollouts["problem_id"].iloc[-1]
+    write_rollouts(rollouts.loc[(rollouts["problem_id"] != last) | (rollouts["layer_span"] < 4)], tmp_path / "r")
+    out = tmp_path / "out"
+    assert report.main(["--rollouts", str(tmp_path / "r"), "--out", str(out), "--layer-spans", "0,2",
+                        *FAST, "--no-figures"]) == 0
+    assert pd.read_csv(out / "oracles.csv")["n_problems"].tolist() == [6]
+    cells = pd.read_csv(out / "tables" / "cells.csv")
+    assert sorted(cells["layer_span"].unique()) == [0, 2]
+    assert "layer spans 0, 2 only" in (out / "report.md").read_text()
+    with pytest.raises(ValueError, match=r"no layer span \[8\]"):
+        report.main(["--rollouts", str(tmp_path / "r"), "--out", str(out), "--layer-spans", "0,8", *FAST])
+    with pytest.raises(SystemExit):
+        report.main(["--rollouts", str(tmp_path / "r"), "--out", str(out), "--layer-spans", "0,x"])
