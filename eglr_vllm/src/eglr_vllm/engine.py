@@ -139,6 +139,10 @@ def _configure(worker: Any, values: dict[str, Any]) -> None:
     worker.model_runner.get_model().eglr_configure(from_override(values))
 
 
+def _step_counts(worker: Any) -> dict[str, int]:
+    return dict(worker.model_runner.get_model().eglr_step_counts)
+
+
 def _pop_statistics(worker: Any, keys: list[str]) -> dict[str, RequestStatistics]:
     return worker.model_runner.get_model().eglr_pop_statistics(keys)
 
@@ -162,6 +166,10 @@ class EGLREngine:
         check_supported(eglr)
         self.llm.collective_rpc(_configure, args=(to_override(eglr),))
         self.eglr = eglr
+
+    def step_counts(self) -> dict[str, int]:
+        """How many forward passes ran EGLR, and how many of them mixed prefill and decode rows."""
+        return self.llm.collective_rpc(_step_counts)[0]
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         """Decode ``requests`` all at once (vLLM batches them continuously)."""

@@ -85,6 +85,8 @@ class EGLRMixin(nn.Module):
         _refuse_engine_features(vllm_config)
         self.eglr_runner: Any = None
         self.eglr_statistics: dict[str, RequestStatistics] = {}
+        # forward passes with EGLR, and those among them that mixed prefill and decode rows
+        self.eglr_step_counts = {"steps": 0, "mixed": 0}
         self._captured = _Captured()
         self._capturing = False
         self.model.norm.register_forward_hook(self._keep_final_norm)
@@ -247,6 +249,9 @@ class EGLRMixin(nn.Module):
         stop_kl = result["stop_kl"].tolist()
         lengths = query_lengths.tolist()
         k_max = self.eglr.k_max
+        self.eglr_step_counts["steps"] += 1
+        if max(lengths, default=0) > 1 and min(lengths, default=0) == 1:
+            self.eglr_step_counts["mixed"] += 1
         for row, index in enumerate(requests.tolist()):
             state = runner.requests[request_ids[index]]
             extra = getattr(state.sampling_params, "extra_args", None) or {}
