@@ -153,3 +153,32 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(vllm_run, tmp_path) -> 
         if key(record) in reference:
             expected = dict(reference[key(record)])
             assert {**record, "time_s": 0} == {**expected, "time_s": 0}, key(record)
+
+
+def test_real_model_greedy_records_equal_the_hf_engines(tmp_path, data_dir) -> None:
+    """The packaged real model through both engines' runners (GSM8K, two problems, L = 0 and 4)."""
+    from omegaconf import OmegaConf
+
+    from eglr.runner import output_path, run
+    from eglr.weights import WeightsMissing, checkpoint_dir
+
+    try:
+        checkpoint_dir(OmegaConf.load(REPO_ROOT / "configs" / "model" / "qwen2.5-coder-0.5b-instruct.yaml"))
+    except WeightsMissing as error:
+        pytest.skip(f"the real model's weights are not in the cache: {error}")
+    base = ["model=qwen2.5-coder-0.5b-instruct", "benchmark=gsm8k", "grid.layer_spans=[0,4]",
+            "grid.temperatures=[0.0]", "eglr.tau=0.5", "generation.max_new_tokens=16", "generation.batch_size=2",
+            "limit=2", "progress=false", "torch_threads=1", "vllm.max_model_len=1024", "vllm.max_num_seqs=4"]
+    records = {}
+    for engine in ("hf", "vllm"):
+        cfg = compose(base + [f"engine={engine}", f"output_dir={tmp_path / engine}"])
+        run(cfg)
+        records[engine] = {key(r): r for r in read(output_path(cfg))}
+    assert len(records["hf"]) == len(records["vllm"]) == 4
+    assert any(r["num_gated"] for r in records["hf"].values())
+    for rollout, reference in records["hf"].items():
+        record = records["vllm"][rollout]
+        for name in ("response", "num_tokens", "num_gated", "num_reapplications", "num_converged",
+                     "reapplication_histogram", "finish_reason", "correct", "extracted"):
+            assert record[name] == reference[name], (rollout, name)
+        assert record["mean_logprob"] == pytest.approx(reference["mean_logprob"], rel=1e-3, abs=1e-4)
