@@ -54,13 +54,13 @@ def test_the_model_itself_refuses_chunked_prefill(checkpoint) -> None:
 
 
 def test_a_preempted_request_is_refused(checkpoint) -> None:
-    """A KV cache of 6 blocks cannot hold four 40-token requests: vLLM preempts one and recomputes it
+    """A KV cache of six 32-token blocks cannot hold four 40-token requests: vLLM preempts one and recomputes it
     without EGLR, which the engine detects."""
     from eglr.step import EGLRConfig
     from eglr_vllm.engine import EGLREngine, PreemptedError, Request
 
     engine = EGLREngine(checkpoint, eglr=EGLRConfig(layer_span=2, tau=-math.inf), stop_token_ids=[],
                         max_model_len=64, max_num_seqs=4, skip_tokenizer_init=True, num_gpu_blocks_override=6,
-                        block_size=16)
+                        block_size=32)
     with pytest.raises(PreemptedError, match="preempted"):
         engine.generate([Request(prompt.tolist(), 30) for prompt in random_prompts([10, 11, 12, 13], seed=5)])

@@ -144,6 +144,8 @@ def test_the_batches_mixed_prefill_and_decode_rows(family) -> None:
     family.vllm(family.settings("every_step"))
     counts = family.engine.step_counts()
     assert counts["steps"] > 0 and counts["mixed"] > 0
+    # On CPU every re-application ran on the running rows alone (the sub-batch path was the one compared)
+    assert counts["sub_batch_passes"] > 0 and counts["full_batch_passes"] == 0
 
 
 def test_keep_first_in_our_engine_gives_other_tokens(family) -> None:
@@ -176,3 +178,27 @@ def test_sampled_rollouts_are_deterministic_for_a_seed(family) -> None:
 
     alone = family.engine.generate([Request(family.prompts[4].tolist(), MAX_NEW_TOKENS, seed=11, **seeds)])
     assert alone[0].token_ids == first[4].token_ids
+
+
+def _set_builders(worker, enabled: bool) -> None:
+    model = worker.model_runner.get_model()
+    if enabled:
+        model.eglr_bind(worker.model_runner)
+    else:
+        model._builders = {}
+
+
+def test_the_whole_batch_fallback_gives_the_same_tokens(family) -> None:
+    """Without the backend's metadata builders, re-applications run on the step's whole token batch with
+    slot -1 for the other tokens: the same tokens and counts as our engine (and so as the sub-batch path)."""
+    config = family.settings("every_step")
+    output = family.reference(config)
+    family.engine.llm.collective_rpc(_set_builders, args=(False,))
+    try:
+        before = family.engine.step_counts()["full_batch_passes"]
+        completions = family.vllm(config)
+        assert family.engine.step_counts()["full_batch_passes"] > before
+    finally:
+        family.engine.llm.collective_rpc(_set_builders, args=(True,))
+    for row, ours, theirs, _, _ in rows(output, completions):
+        assert theirs == ours, f"{family.architecture} row {row}"

@@ -168,7 +168,9 @@ class EGLREngine:
         self.eglr = eglr
 
     def step_counts(self) -> dict[str, int]:
-        """How many forward passes ran EGLR, and how many of them mixed prefill and decode rows."""
+        """How many forward passes ran EGLR, how many of them mixed prefill and decode rows, and how
+        many re-applications ran on the running rows alone (``sub_batch_passes``) or on the whole
+        token batch (``full_batch_passes``, where the backend's metadata cannot be rebuilt)."""
         return self.llm.collective_rpc(_step_counts)[0]
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:

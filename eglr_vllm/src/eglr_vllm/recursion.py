@@ -10,12 +10,14 @@ decoder layer's pre-norm output ``h_0``, as the sum vLLM's fused add-norm forms)
 gated rows still running up to ``k_max`` re-applications of the top L decoder layers (the same
 modules), each followed by the convergence test.
 
-A re-application runs the top layers on the whole token batch of the step (the attention metadata
-describes that batch), with the running rows' sampled positions fed the new state. Their attention
-layers write those positions' keys/values again, in place, which is the ``overwrite`` KV policy;
-every other token is given slot -1 in a copy of the forward context's slot mapping (the cache
-write kernels skip -1), so its keys/values stay the first pass's (or, for a row that converged,
-its last re-application's). What other tokens compute in a re-application is discarded.
+A re-application runs the top layers on the running rows alone: each is one query token (its
+request's sampled position) attending to its request's cache, so together they form a
+decode-shaped sub-batch, whose attention metadata the backend's own metadata builder (the V1
+runner's) builds from the step's sequence lengths and block tables. Their attention layers write
+those positions' keys/values again, in place, which is the ``overwrite`` KV policy; no other slot is
+written. Where the metadata cannot be rebuilt, the layers run on the step's whole token batch
+instead, every other token given slot -1 in a copy of the forward context's slot mapping (the cache
+write kernels skip -1), and only the running rows' results are kept.
 
 The final hidden state of each gated row replaces the normal pass's at its sampled position in the
 returned tensor, so vLLM's own ``compute_logits`` and sampler choose the token from the final
@@ -84,9 +86,11 @@ class EGLRMixin(nn.Module):
     def _eglr_setup(self, vllm_config: Any) -> None:
         _refuse_engine_features(vllm_config)
         self.eglr_runner: Any = None
+        self._builders: dict[str, Any] = {}
         self.eglr_statistics: dict[str, RequestStatistics] = {}
-        # forward passes with EGLR, and those among them that mixed prefill and decode rows
-        self.eglr_step_counts = {"steps": 0, "mixed": 0}
+        # forward passes with EGLR, those among them that mixed prefill and decode rows, and the
+        # re-applications run on the running rows alone or on the step's whole token batch
+        self.eglr_step_counts = {"steps": 0, "mixed": 0, "sub_batch_passes": 0, "full_batch_passes": 0}
         self._captured = _Captured()
         self._capturing = False
         self.model.norm.register_forward_hook(self._keep_final_norm)
@@ -114,6 +118,8 @@ class EGLRMixin(nn.Module):
             raise RuntimeError(f"EGLR needs vLLM's V1 model runner (with input_batch and requests), got "
                                f"{type(runner).__name__}; set VLLM_USE_V2_MODEL_RUNNER=0")
         self.eglr_runner = runner
+        self._builders = {name: group.get_metadata_builder() for groups in getattr(runner, "attn_groups", [])
+                          for group in groups if group.metadata_builders for name in group.layer_names}
 
     def eglr_pop_statistics(self, keys: list[str]) -> dict[str, RequestStatistics]:
         """The statistics of the requests ``keys`` (forgotten here once returned)."""
@@ -157,14 +163,14 @@ class EGLRMixin(nn.Module):
         requests = torch.nonzero(query_lengths > 0).squeeze(1)  # a padded request (length 0) never samples
         samples = (query_start[1:] - 1)[requests].to(captured.state.device)
         output = captured.normed.clone()
-        result = self._recur(config, positions, captured, samples, output)
+        result = self._recur(config, positions, captured, samples, requests, output)
         self._record(result, requests, query_lengths, num_requests)
         return output
 
-    def _recur(self, config: EGLRConfig, positions: torch.Tensor, captured: _Captured,
-               samples: torch.Tensor, output: torch.Tensor) -> dict[str, torch.Tensor]:
-        """:func:`eglr.step.eglr_step` at the sampled positions ``samples``; writes the final
-        iterate's normed state into ``output``."""
+    def _recur(self, config: EGLRConfig, positions: torch.Tensor, captured: _Captured, samples: torch.Tensor,
+               requests: torch.Tensor, output: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:func:`eglr.step.eglr_step` at the sampled positions ``samples`` (of the batch's requests
+        ``requests``); writes the final iterate's normed state into ``output``."""
         count = samples.numel()
         device = output.device
         log_probs = torch.log_softmax(self.compute_logits(captured.normed[samples]).float(), dim=-1)
@@ -181,12 +187,11 @@ class EGLRMixin(nn.Module):
             for passes in range(1, config.k_max + 1):
                 layer_input = norm_matched(hidden, reference) if reference is not None else hidden
                 tokens = samples[rows]
-                new_normed, new_state = self._reapply(positions, state, tokens, layer_input)
-                hidden = new_state[tokens]
-                new_log_probs = torch.log_softmax(self.compute_logits(new_normed[tokens]).float(), dim=-1)
+                new_normed, hidden = self._reapply(positions, state, tokens, requests[rows.cpu()], layer_input)
+                new_log_probs = torch.log_softmax(self.compute_logits(new_normed).float(), dim=-1)
                 kl = kl_divergence(new_log_probs, row_log_probs)
                 done = has_converged(new_log_probs, row_log_probs, config.criterion, config.eps, kl=kl)
-                output[tokens] = new_normed[tokens]
+                output[tokens] = new_normed
                 reapplications[rows] += 1
                 converged[rows] = done
                 stop_kl[rows] = kl
@@ -197,27 +202,72 @@ class EGLRMixin(nn.Module):
                 reference = reference[running] if reference is not None else None
         return {"gated": gated, "reapplications": reapplications, "converged": converged, "stop_kl": stop_kl}
 
-    def _reapply(self, positions: torch.Tensor, state: torch.Tensor, tokens: torch.Tensor,
+    def _reapply(self, positions: torch.Tensor, state: torch.Tensor, tokens: torch.Tensor, requests: torch.Tensor,
                  layer_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The top layers and the final norm once more over the step's tokens, ``tokens`` fed
-        ``layer_input``; only ``tokens`` write the KV cache. Returns (normed, pre-norm state)."""
+        """The top layers and the final norm once more at the sampled positions ``tokens`` (of the
+        batch's requests ``requests``), fed ``layer_input``; returns their (normed, pre-norm) states.
+
+        Each row is one query token attending to its request's cache, so the rows form a
+        decode-shaped sub-batch: with the attention backend's metadata builders (those of the V1
+        runner) the layers run on these rows alone. Otherwise the layers run on the step's whole
+        token batch, every other token given slot -1 so that it writes nothing, and only these
+        rows' results are kept.
+        """
+        sub_batch = self._sub_batch(tokens, requests)
+        self.eglr_step_counts["sub_batch_passes" if sub_batch is not None else "full_batch_passes"] += 1
+        if sub_batch is not None:
+            metadata, slot_mapping = sub_batch
+            hidden, residual, layer_positions = layer_input.to(state.dtype), None, positions[tokens]
+            with self._forward_context(metadata, slot_mapping):
+                for layer in self._top:
+                    hidden, residual = layer(layer_positions, hidden, residual)
+            return self.model.norm(hidden, residual)
         hidden = state.index_copy(0, tokens, layer_input.to(state.dtype))
         residual = None
-        with self._writes_only(tokens):
+        with self._forward_context(None, self._masked_slots(tokens)):
             for layer in self._top:
                 hidden, residual = layer(positions, hidden, residual)
         normed, summed = self.model.norm(hidden, residual)
-        return normed, summed
+        return normed[tokens], summed[tokens]
 
-    @contextmanager
-    def _writes_only(self, tokens: torch.Tensor):
-        """Slot -1 (no cache write) for every token but ``tokens`` in the top layers' slot mappings."""
+    def _sub_batch(self, tokens: torch.Tensor, requests: torch.Tensor) -> tuple[dict, dict] | None:
+        """Attention metadata and slot mappings for the top layers over ``tokens`` alone (one query
+        token per request ``requests``), or None where the backend's metadata cannot be rebuilt."""
         from vllm.forward_context import get_forward_context
+        from vllm.v1.attention.backend import CommonAttentionMetadata
 
         context = get_forward_context()
-        original = context.slot_mapping
+        if not isinstance(context.attn_metadata, dict) or any(name not in self._builders for name in self._attention_names):
+            return None
+        count = tokens.numel()
+        metadata, slot_mapping, built = {}, {}, {}
+        for name in self._attention_names:
+            original = context.attn_metadata[name]
+            seq_lens, block_table = getattr(original, "seq_lens", None), getattr(original, "block_table", None)
+            slots = context.slot_mapping.get(name)
+            if seq_lens is None or block_table is None or slots is None:
+                return None
+            key = (id(original), id(self._builders[name]))
+            if key not in built:
+                index = requests.to(seq_lens.device)
+                sub_seq_lens = seq_lens[index]
+                starts = torch.arange(count + 1, dtype=torch.int32)
+                common = CommonAttentionMetadata(
+                    query_start_loc=starts.to(seq_lens.device), query_start_loc_cpu=starts, seq_lens=sub_seq_lens,
+                    num_reqs=count, num_actual_tokens=count, max_query_len=1,
+                    max_seq_len=int(sub_seq_lens.max()), block_table_tensor=block_table[index],
+                    slot_mapping=slots[tokens.to(slots.device)], causal=True)
+                built[key] = (self._builders[name].build(0, common), common.slot_mapping)
+            metadata[name], slot_mapping[name] = built[key]
+        return metadata, slot_mapping
+
+    def _masked_slots(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The top layers' slot mappings with slot -1 (no cache write) for every token but ``tokens``."""
+        from vllm.forward_context import get_forward_context
+
+        original = get_forward_context().slot_mapping
         masked: dict[int, torch.Tensor] = {}
-        mapping = dict(original)
+        mapping = {}
         for name in self._attention_names:
             slots = original.get(name)
             if slots is None:
@@ -228,11 +278,22 @@ class EGLRMixin(nn.Module):
                 keep[index] = slots[index]
                 masked[id(slots)] = keep
             mapping[name] = masked[id(slots)]
-        context.slot_mapping = mapping
+        return mapping
+
+    @contextmanager
+    def _forward_context(self, metadata: dict | None, slot_mapping: dict):
+        """The forward context with the top layers' attention metadata and slot mappings replaced."""
+        from vllm.forward_context import get_forward_context
+
+        context = get_forward_context()
+        original_metadata, original_slots = context.attn_metadata, context.slot_mapping
+        if metadata is not None:
+            context.attn_metadata = {**original_metadata, **metadata}
+        context.slot_mapping = {**original_slots, **slot_mapping}
         try:
             yield
         finally:
-            context.slot_mapping = original
+            context.attn_metadata, context.slot_mapping = original_metadata, original_slots
 
     # --- per-request statistics ------------------------------------------------------------------
 
