@@ -99,6 +99,7 @@ def worker(job: dict) -> dict:
         tokens = [output.sequences[row, :n].tolist() for row, n in enumerate(output.num_tokens)]
         gated, reapplications = output.num_gated, output.num_reapplications
         entropies = [v for row in output.step_entropies for v in row] if output.step_entropies else None
+        counts = None
     else:
         from eglr_vllm.engine import EGLREngine, Request
 
@@ -115,9 +116,10 @@ def worker(job: dict) -> dict:
         gated = [c.statistics.gated for c in completions]
         reapplications = [c.statistics.reapplications for c in completions]
         entropies = None
+        counts = engine.step_counts() if eglr is not None else None
     generated = sum(map(len, tokens))
     return {"tokens": tokens, "gated": gated, "reapplications": reapplications, "seconds": round(seconds, 3),
-            "tokens_per_s": round(generated / seconds, 2), "entropies": entropies}
+            "tokens_per_s": round(generated / seconds, 2), "entropies": entropies, "step_counts": counts}
 
 
 def run_job(**job) -> dict:
@@ -155,6 +157,7 @@ def check_model(location: str, args: argparse.Namespace) -> dict:
         "eglr_vllm_vs_ours_counts": sum((a, b) == (c, d) for a, b, c, d in zip(
             gated_vllm["gated"], gated_vllm["reapplications"], gated_hf["gated"], gated_hf["reapplications"])),
         "gated_fraction": sum(gated_vllm["gated"]) / (len(parity_prompts) * args.new_tokens),
+        "step_counts": gated_vllm["step_counts"],  # sub_batch_passes vs full_batch_passes: which path ran
     }
     throughput = {}
     for batch in args.batches:
@@ -169,7 +172,8 @@ def check_model(location: str, args: argparse.Namespace) -> dict:
             "gated_fraction": round(sum(results["vllm_eglr"]["gated"]) / (batch * args.new_tokens), 4),
         }
     return {"tau": tau, "parity_fp32": parity, "throughput_bf16": throughput,
-            "parity_ok": all(parity[k] == parity["rows"] for k in parity if k not in ("rows", "gated_fraction"))}
+            "parity_ok": all(parity[k] == parity["rows"] for k in parity
+                             if k not in ("rows", "gated_fraction", "step_counts"))}
 
 
 def main(argv: list[str] | None = None) -> int:
