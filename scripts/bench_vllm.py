@@ -76,7 +76,7 @@ def worker(job: dict) -> dict:
         input_ids, mask = left_padded(prompts, model.generation_config.pad_token_id)
         started_cpu, started = time.process_time(), time.perf_counter()
         output = generate(model, input_ids, mask, eglr=eglr, max_new_tokens=new_tokens, eos_token_id=[],
-                          return_entropies=job["engine"] == "hf_l0")
+                          return_entropies=job.get("entropies", job["engine"] == "hf_l0"))
         cpu, wall = time.process_time() - started_cpu, time.perf_counter() - started
         tokens = [output.sequences[row, :count].tolist() for row, count in enumerate(output.num_tokens)]
         gated = output.num_gated
@@ -103,10 +103,14 @@ def worker(job: dict) -> dict:
             "entropies": entropies}
 
 
-def measure(engine: str, prompts: list[list[int]], new_tokens: int, eglr: dict | None) -> dict:
+def measure(engine: str, prompts: list[list[int]], new_tokens: int, eglr: dict | None,
+            entropies: bool | None = None) -> dict:
     with tempfile.TemporaryDirectory() as directory:
         job_path, result_path = Path(directory) / "job.json", Path(directory) / "result.json"
-        job_path.write_text(json.dumps({"engine": engine, "prompts": prompts, "new_tokens": new_tokens, "eglr": eglr}))
+        job = {"engine": engine, "prompts": prompts, "new_tokens": new_tokens, "eglr": eglr}
+        if entropies is not None:
+            job["entropies"] = entropies
+        job_path.write_text(json.dumps(job))
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
                "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
                "VLLM_LOGGING_LEVEL": "WARNING", "TOKENIZERS_PARALLELISM": "false"}
@@ -121,6 +125,26 @@ def measure(engine: str, prompts: list[list[int]], new_tokens: int, eglr: dict |
 
 def identical_rows(a: dict, b: dict) -> int:
     return sum(x == y for x, y in zip(a["tokens"], b["tokens"]))
+
+
+def explain_differences(ours: dict, theirs: dict, prompts: list[list[int]], new_tokens: int, eglr: dict) -> list[dict]:
+    """For each row whose tokens differ: the first differing token, and how close our engine's
+    entropies came to tau up to it (a gate decision within float noise of tau flips on noise).
+    Rows are independent of their batch in our engine, so each is re-run alone, with entropies."""
+    differing = [row for row, (x, y) in enumerate(zip(ours["tokens"], theirs["tokens"])) if x != y]
+    if not differing:
+        return []
+    rerun = measure("hf_eglr", [prompts[row] for row in differing], new_tokens, eglr, entropies=True)
+    offsets, explained = 0, []
+    for index, row in enumerate(differing):
+        first = next(i for i, (x, y) in enumerate(zip(ours["tokens"][row], theirs["tokens"][row])) if x != y)
+        entropies = rerun["entropies"][offsets:offsets + len(rerun["tokens"][index])]
+        offsets += len(rerun["tokens"][index])
+        explained.append({"row": row, "first_differing_token": first,
+                          "rerun_alone_equals_ours": rerun["tokens"][index] == ours["tokens"][row],
+                          "min_abs_entropy_minus_tau_up_to_it": min(abs(e - eglr["tau"]) for e in entropies[:first + 1]),
+                          "gated": {"ours": ours["gated"][row], "vllm": theirs["gated"][row]}})
+    return explained
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                                "of": batch},
             "identical_gated_counts": sum(a == b for a, b in zip(results["vllm_eglr"]["gated"],
                                                                  results["hf_eglr"]["gated"])),
+            "differing_rows": explain_differences(results["hf_eglr"], results["vllm_eglr"], rows, args.new_tokens,
+                                                  eglr),
         }
     first = batches[str(args.batches[0])]
     parity = all(entry["identical_rows"]["vllm_eglr_vs_hf_eglr"] == entry["identical_rows"]["of"]
