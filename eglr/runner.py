@@ -37,7 +37,20 @@ log = logging.getLogger(__name__)
 # the runner-up less than e^-20 of the mass, so it is greedy decoding in all but name, while
 # logits / T heads for float overflow (inf below about 1e-37). Use 0 for greedy.
 MIN_TEMPERATURE = 1e-3
-AVAILABLE_ENGINES = ("hf",)
+
+def available_engines() -> tuple[str, ...]:
+    """``hf``, and ``vllm`` where the optional package ``eglr_vllm`` and vLLM are installed (they live
+    in their own environment, .venv-vllm: ``make vllm-setup``). Looked up without importing vLLM."""
+    from importlib.util import find_spec
+
+    try:
+        has_vllm = find_spec("vllm") is not None and find_spec("eglr_vllm.generator") is not None
+    except (ImportError, ValueError):
+        has_vllm = False
+    return ("hf", "vllm") if has_vllm else ("hf",)
+
+
+AVAILABLE_ENGINES = available_engines()
 DEVICES = ("auto", "cpu", "cuda", "cuda:<index>")
 WANDB_MODES = ("disabled", "offline", "online")
 # The engine's keys of the eglr config group; everything else there (tau_quantile) is the runner's.
@@ -112,7 +125,16 @@ def _check_engine(cfg: DictConfig, problems: list[str]) -> None:
     if engine not in ENGINES:
         problems.append(f"engine={engine!r}: must be one of {ENGINES}")
     elif engine not in AVAILABLE_ENGINES:
-        problems.append(f"engine={engine!r}: not available in this eglr (available: {AVAILABLE_ENGINES})")
+        problems.append(f"engine={engine!r}: not available in this eglr (available: {AVAILABLE_ENGINES}); "
+                        "`make vllm-setup` builds .venv-vllm with vLLM and eglr_vllm, run the job from there")
+    if engine == "vllm":
+        options = cfg.get("vllm") or {}
+        for name in ("max_model_len", "max_num_seqs"):
+            value = options.get(name)
+            if not _is_int(value) or value < 1:
+                problems.append(f"vllm.{name}={value!r}: must be a positive integer")
+        if not _is_number(options.get("kv_cache_gib")) or not options.get("kv_cache_gib") > 0:
+            problems.append(f"vllm.kv_cache_gib={options.get('kv_cache_gib')!r}: must be a number > 0")
 
 
 def _check_device(cfg: DictConfig, problems: list[str]) -> None:
@@ -479,36 +501,85 @@ class ModelLoader:
         return self._loaded
 
 
+def record_fields(cfg: DictConfig, settings: str) -> dict[str, Any]:
+    """The fields every record of a job shares, whatever engine generates it."""
+    from eglr.version import eglr_version
+
+    provenance = cfg.model.get("provenance")
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": cfg.model.name,
+        "model_id": cfg.model.hub_id or cfg.model.get("path") or cfg.model.name,
+        "revision": cfg.model.revision,
+        "dtype": cfg.model.dtype,
+        "provenance": None if provenance is None else OmegaConf.to_container(provenance, resolve=True),
+        "engine": cfg.engine,
+        "benchmark": cfg.benchmark.name,
+        "top_p": float(cfg.generation.top_p),
+        **eglr_settings(cfg),
+        "max_new_tokens": int(cfg.generation.max_new_tokens),
+        "prompt_version": cfg.prompt.version,
+        "num_layers": int(cfg.model.num_layers),
+        "settings_hash": settings,
+        "eglr_version": eglr_version(),
+    }
+
+
+def build_record(fixed: dict[str, Any], rollout: Rollout, generation: Any, seconds: float) -> RolloutRecord:
+    """The ungraded record of one rollout: the job's ``fixed`` fields (:func:`record_fields`) and a
+    generation with the fields of :class:`eglr.text.TextGeneration` (both engines build those)."""
+    num_tokens = generation.num_tokens
+    return RolloutRecord(
+        **fixed,
+        problem_id=rollout.problem.id,
+        problem_digest=text_digest(rollout.problem.problem),
+        layer_span=rollout.layer_span,
+        temperature=rollout.temperature,
+        sample=rollout.sample,
+        seed=rollout.seed,
+        response=generation.text,
+        gold=rollout.problem.answer,
+        extracted=None,
+        correct=None,
+        grade_reason=None,
+        grader_version=None,
+        num_tokens=num_tokens,
+        num_gated=generation.num_gated,
+        num_reapplications=generation.num_reapplications,
+        num_converged=generation.num_converged,
+        reapplication_histogram=list(generation.reapplication_histogram),
+        mean_stop_kl=generation.mean_stop_kl,
+        finish_reason=generation.finish_reason,
+        mean_logprob=round(generation.sum_logprob / num_tokens, 6) if num_tokens else None,
+        time_s=seconds,
+    )
+
+
+def make_generator(cfg: DictConfig, settings: str, load: ModelLoader) -> Any:
+    """The job's generator: :class:`Generator` (engine=hf) or eglr_vllm's (engine=vllm)."""
+    if cfg.engine == "vllm":
+        from eglr_vllm.generator import VLLMGenerator
+
+        return VLLMGenerator(cfg, settings, load)
+    return Generator(cfg, settings, load)
+
+
 class Generator:
     """The loaded model: turns a batch of rollouts into ungraded records."""
 
     def __init__(self, cfg: DictConfig, settings: str, load: ModelLoader) -> None:
-        from eglr.version import eglr_version
-
         self.cfg = cfg
         self.model, self.tokenizer = load()
         self.prompt = PromptConfig(**OmegaConf.to_container(cfg.prompt, resolve=True))
-        provenance = cfg.model.get("provenance")
-        self.fixed = {  # the fields every record of this job shares
-            "schema_version": SCHEMA_VERSION,
-            "model": cfg.model.name,
-            "model_id": cfg.model.hub_id or cfg.model.get("path") or cfg.model.name,
-            "revision": cfg.model.revision,
-            "dtype": cfg.model.dtype,
-            "provenance": None if provenance is None else OmegaConf.to_container(provenance, resolve=True),
-            "engine": cfg.engine,
-            "benchmark": cfg.benchmark.name,
-            "top_p": float(cfg.generation.top_p),
-            **eglr_settings(cfg),
-            "max_new_tokens": int(cfg.generation.max_new_tokens),
-            "prompt_version": cfg.prompt.version,
-            "num_layers": int(cfg.model.num_layers),
-            "settings_hash": settings,
-            "eglr_version": eglr_version(),
-        }
+        self.fixed = record_fields(cfg, settings)
         self._prompt_ids: dict[str, list[int]] = {}
 
-    def _encode(self, problem: Problem) -> list[int]:
+    def submissions(self, batches: list[list[Rollout]]) -> Iterator[list[Rollout]]:
+        """The units of work, each generated and then written as a whole: here the planned batches."""
+        return iter(batches)
+
+    def encode(self, problem: Problem) -> list[int]:
+        """A problem's prompt token ids (rendered once per problem)."""
         if problem.id not in self._prompt_ids:
             text = render_prompt(self.tokenizer, problem.problem, self.prompt)
             self._prompt_ids[problem.id] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -521,39 +592,12 @@ class Generator:
         layer_span, temperature = batch[0].layer_span, batch[0].temperature
         started = time.perf_counter()
         generations = generate_batch(
-            self.model, self.tokenizer, [self._encode(rollout.problem) for rollout in batch],
+            self.model, self.tokenizer, [self.encode(rollout.problem) for rollout in batch],
             eglr=eglr_config(cfg, layer_span), temperature=temperature, top_p=float(cfg.generation.top_p),
             max_new_tokens=int(cfg.generation.max_new_tokens),
             seeds=None if temperature == 0 else [rollout.seed for rollout in batch])
         seconds = round((time.perf_counter() - started) / len(batch), 4)
-        return [self._record(rollout, generation, seconds) for rollout, generation in zip(batch, generations)]
-
-    def _record(self, rollout: Rollout, generation: Any, seconds: float) -> RolloutRecord:
-        num_tokens = generation.num_tokens
-        return RolloutRecord(
-            **self.fixed,
-            problem_id=rollout.problem.id,
-            problem_digest=text_digest(rollout.problem.problem),
-            layer_span=rollout.layer_span,
-            temperature=rollout.temperature,
-            sample=rollout.sample,
-            seed=rollout.seed,
-            response=generation.text,
-            gold=rollout.problem.answer,
-            extracted=None,
-            correct=None,
-            grade_reason=None,
-            grader_version=None,
-            num_tokens=num_tokens,
-            num_gated=generation.num_gated,
-            num_reapplications=generation.num_reapplications,
-            num_converged=generation.num_converged,
-            reapplication_histogram=list(generation.reapplication_histogram),
-            mean_stop_kl=generation.mean_stop_kl,
-            finish_reason=generation.finish_reason,
-            mean_logprob=round(generation.sum_logprob / num_tokens, 6) if num_tokens else None,
-            time_s=seconds,
-        )
+        return [build_record(self.fixed, rollout, generation, seconds) for rollout, generation in zip(batch, generations)]
 
 
 # --- the job -------------------------------------------------------------------------------------
@@ -623,10 +667,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     regraded = _regrade(plan.regrade, store, grader, int(cfg.generation.batch_size))
     written = 0
     if plan.generate:
-        generator = Generator(cfg, store.settings_hash, load)
+        generator = make_generator(cfg, store.settings_hash, load)
         tracker = _Tracker(cfg)
         with _progress(plan.total, plan.total - sum(map(len, plan.generate)), bool(cfg.progress)) as bar:
-            for batch in plan.generate:
+            for batch in generator.submissions(plan.generate):
                 records = grader(generator(batch), [rollout.problem.answer for rollout in batch])
                 count = store.append(records)
                 written += count
