@@ -389,9 +389,8 @@ def resolve_tau(cfg: DictConfig, load: Any) -> DictConfig:
 
     def compute() -> list[float]:
         model, tokenizer = load()
-        prompt = PromptConfig(**OmegaConf.to_container(cfg.prompt, resolve=True))
-        prompt_ids = [tokenizer(render_prompt(tokenizer, problem.problem, prompt), add_special_tokens=False)["input_ids"]
-                      for problem in chosen]
+        encode = PromptIds(tokenizer, cfg.prompt)
+        prompt_ids = [encode(problem) for problem in chosen]
         log.info("calibrating the gate of %s on %d %s problems", cfg.model.name, len(chosen), name)
         return greedy_entropies(model, prompt_ids, max_new_tokens=int(calibration.max_new_tokens),
                                 batch_size=int(cfg.generation.batch_size))
@@ -564,26 +563,34 @@ def make_generator(cfg: DictConfig, settings: str, load: ModelLoader) -> Any:
     return Generator(cfg, settings, load)
 
 
+class PromptIds:
+    """A problem's prompt token ids under the job's prompt config, rendered once per problem (both
+    engines' generators encode with it, so they decode from the same ids)."""
+
+    def __init__(self, tokenizer: Any, prompt: DictConfig) -> None:
+        self.tokenizer = tokenizer
+        self.prompt = PromptConfig(**OmegaConf.to_container(prompt, resolve=True))
+        self._ids: dict[str, list[int]] = {}
+
+    def __call__(self, problem: Problem) -> list[int]:
+        if problem.id not in self._ids:
+            text = render_prompt(self.tokenizer, problem.problem, self.prompt)
+            self._ids[problem.id] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self._ids[problem.id]
+
+
 class Generator:
     """The loaded model: turns a batch of rollouts into ungraded records."""
 
     def __init__(self, cfg: DictConfig, settings: str, load: ModelLoader) -> None:
         self.cfg = cfg
         self.model, self.tokenizer = load()
-        self.prompt = PromptConfig(**OmegaConf.to_container(cfg.prompt, resolve=True))
+        self.encode = PromptIds(self.tokenizer, cfg.prompt)
         self.fixed = record_fields(cfg, settings)
-        self._prompt_ids: dict[str, list[int]] = {}
 
     def submissions(self, batches: list[list[Rollout]]) -> Iterator[list[Rollout]]:
         """The units of work, each generated and then written as a whole: here the planned batches."""
         return iter(batches)
-
-    def encode(self, problem: Problem) -> list[int]:
-        """A problem's prompt token ids (rendered once per problem)."""
-        if problem.id not in self._prompt_ids:
-            text = render_prompt(self.tokenizer, problem.problem, self.prompt)
-            self._prompt_ids[problem.id] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return self._prompt_ids[problem.id]
 
     def __call__(self, batch: list[Rollout]) -> list[RolloutRecord]:
         from eglr.text import generate_batch

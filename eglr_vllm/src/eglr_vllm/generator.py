@@ -30,8 +30,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from eglr.benchmarks.prompts import PromptConfig, render_prompt
-from eglr.runner import ModelLoader, Rollout, build_record, eglr_config, record_fields
+from eglr.runner import ModelLoader, PromptIds, Rollout, build_record, eglr_config, record_fields
 from eglr.schema import RolloutRecord
 from eglr.text import TextGeneration
 
@@ -44,10 +43,9 @@ class VLLMGenerator:
     def __init__(self, cfg: DictConfig, settings: str, load: ModelLoader) -> None:
         self.cfg = cfg
         self.fixed = record_fields(cfg, settings)
-        self.prompt = PromptConfig(**OmegaConf.to_container(cfg.prompt, resolve=True))
         self.checkpoint, self.tokenizer, self.stop_token_ids = _checkpoint(cfg, load)
+        self.encode = PromptIds(self.tokenizer, cfg.prompt)
         self.engine: EGLREngine | None = None
-        self._prompt_ids: dict[str, list[int]] = {}
 
     def submissions(self, batches: list[list[Rollout]]) -> Iterator[list[Rollout]]:
         """Consecutive planned batches of one layer span, merged (every temperature and sample)."""
@@ -59,12 +57,6 @@ class VLLMGenerator:
             merged.extend(batch)
         if merged:
             yield merged
-
-    def encode(self, problem: Any) -> list[int]:
-        if problem.id not in self._prompt_ids:
-            text = render_prompt(self.tokenizer, problem.problem, self.prompt)
-            self._prompt_ids[problem.id] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return self._prompt_ids[problem.id]
 
     def _engine(self, layer_span: int) -> EGLREngine:
         config = eglr_config(self.cfg, layer_span)
