@@ -97,7 +97,8 @@ real-study: real-models ## The real-model study on CPU (hours, resumable; rollou
 	$(PY) scripts/rollout_snapshots.py save $(REAL_DIR)/rollouts
 	$(MAKE) real-figures
 
-real-ablation: real-models ## The real-model ablation (re-injection, convergence rule) at L = 4 on 30 GSM8K problems
+real-ablation: real-models ## The real-model ablation (re-injection, convergence rule) at L = 4 on 32 GSM8K problems
+	$(PY) scripts/rollout_snapshots.py restore $(REAL_DIR)/rollouts
 	$(PY) scripts/rollout_snapshots.py restore $(REAL_DIR)/ablation/rollouts
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m eglr.run -m experiment=real-cpu-ablation $(ARGS)
 	$(PY) scripts/rollout_snapshots.py save $(REAL_DIR)/ablation/rollouts

@@ -29,7 +29,7 @@ from eglr.benchmarks import Problem, get_benchmark, load_benchmark
 from eglr.benchmarks.prompts import PromptConfig, render_prompt
 from eglr.schema import ENGINES, SCHEMA_VERSION, TEMPERATURE_DECIMALS, RolloutRecord
 from eglr.seeds import sample_seed, settings_hash, text_digest
-from eglr.store import RolloutKey, RolloutStore, rollout_key
+from eglr.store import RolloutKey, RolloutStore, recorded_rollouts, rollout_key
 
 log = logging.getLogger(__name__)
 
@@ -294,6 +294,11 @@ def _check_job(cfg: DictConfig, problems: list[str]) -> None:
         problems.append(f"grader_timeout_s={cfg.grader_timeout_s!r}: must be a number > 0")
     if not isinstance(cfg.output_dir, str) or not cfg.output_dir:
         problems.append(f"output_dir={cfg.output_dir!r}: must be a directory path")
+    reuse = cfg.get("reuse_from")
+    if reuse is not None and (not isinstance(reuse, str) or not Path(reuse).is_dir()):
+        problems.append(f"reuse_from={reuse!r}: must be null or an existing output directory")
+    elif reuse is not None and Path(reuse).resolve() == Path(str(cfg.output_dir)).resolve():
+        problems.append(f"reuse_from={reuse!r}: is this job's own output_dir")
     if cfg.wandb.mode not in WANDB_MODES:
         problems.append(f"wandb.mode={cfg.wandb.mode!r}: must be one of {WANDB_MODES}")
     try:
@@ -408,10 +413,10 @@ def _device_type(cfg: DictConfig) -> str:
     return resolve_device(cfg.device).type
 
 
-def output_path(cfg: DictConfig) -> Path:
+def output_path(cfg: DictConfig, output_dir: str | None = None) -> Path:
     """``<output_dir>/<model>/<benchmark>/rollouts.jsonl``; each shard of a sharded job has its own file."""
     name = "rollouts.jsonl" if cfg.num_shards == 1 else f"rollouts.shard{cfg.shard}-of-{cfg.num_shards}.jsonl"
-    return Path(cfg.output_dir) / cfg.model.name / cfg.benchmark.name / name
+    return Path(output_dir or cfg.output_dir) / cfg.model.name / cfg.benchmark.name / name
 
 
 def _source_options(cfg: DictConfig) -> dict[str, Any]:
@@ -642,6 +647,30 @@ def plan_work(batches: list[list[Rollout]], store: RolloutStore, grader_version:
     return Plan(stale_batches, regrade, current, total)
 
 
+def adopt_recorded(batches: list[list[Rollout]], store: RolloutStore, source: Path) -> int:
+    """Copy into this job's file the planned rollouts that another job's file (``reuse_from``)
+    already holds under the same settings hash and problem text, instead of generating them again.
+
+    The settings hash covers everything that changes a rollout, so such a record *is* this job's
+    rollout: an ablation's default variant is the main study's cell, an extended grid keeps its
+    old cells. The copies are the source's records byte for byte (grade, timing and version
+    included); a grade against another gold or grader is then redone like any stored record's.
+    """
+    recorded = recorded_rollouts(source, store.settings_hash)
+    adopted = []
+    for rollout in (rollout for batch in batches for rollout in batch):
+        record = recorded.get(rollout.key)
+        stored = store.get(rollout.key)
+        digest = text_digest(rollout.problem.problem)
+        if record is not None and record.problem_digest == digest and (
+                stored is None or stored.problem_digest != digest):
+            adopted.append(record)
+    written = store.append(adopted)
+    if written:
+        log.info("reused %d rollouts recorded under the same settings in %s", written, source)
+    return written
+
+
 def _progress(total: int, done: int, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
@@ -667,6 +696,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                            int(cfg.generation.seed))
     path = output_path(cfg)
     store = RolloutStore(path, settings_hash(job_settings(cfg)))
+    reused = 0
+    if cfg.get("reuse_from") is not None:
+        reused = adopt_recorded(batches, store, output_path(cfg, cfg.reuse_from))
     grader = Grader(cfg)
     plan = plan_work(batches, store, grader.version)
     log.info("%s x %s: %d problems, %d rollouts, %d current in %s, %d to re-grade", cfg.model.name,
@@ -685,7 +717,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 tracker.log(records)
         tracker.finish(path, store.settings_hash)
     summary = {"path": str(path), "problems": len(problems), "rollouts": plan.total,
-               "generated": written, "regraded": regraded, "skipped": plan.current}
+               "generated": written, "regraded": regraded, "skipped": plan.current, "reused": reused}
     log.info("done: %s", summary)
     return summary
 
@@ -730,15 +762,8 @@ class _Tracker:
 def cell_accuracy(path: Path, settings: str) -> dict[str, float]:
     """Accuracy per (layer span, temperature) cell of one rollout file's current records, for run
     summaries."""
-    latest: dict[RolloutKey, RolloutRecord] = {}
-    with open(path, "rb") as handle:
-        for line in handle:
-            head = json.loads(line)
-            if head.get("settings_hash") == settings:
-                record = RolloutRecord.from_dict(head)
-                latest[rollout_key(record)] = record
     totals: dict[str, list[int]] = {}
-    for record in latest.values():
+    for record in recorded_rollouts(path, settings).values():
         if record.correct is None:
             continue
         name = f"accuracy/L{record.layer_span}_T{record.temperature:g}"
@@ -746,4 +771,3 @@ def cell_accuracy(path: Path, settings: str) -> dict[str, float]:
         tally[0] += record.correct
         tally[1] += 1
     return {name: hits / count for name, (hits, count) in totals.items()}
-

@@ -15,6 +15,7 @@ regenerated rollout replaces a stale one without rewriting the file.
 from __future__ import annotations
 
 import fcntl
+import gzip
 import json
 import logging
 import os
@@ -180,3 +181,28 @@ class RolloutStore:
                                                  record.gold, record.grader_version)
                 self._offset += len(line)
             return len(lines)
+
+
+def recorded_rollouts(path: str | os.PathLike[str], settings_hash: str) -> dict[RolloutKey, RolloutRecord]:
+    """The latest record of every key recorded under ``settings_hash`` in a rollout file, read
+    without locking or repairing it (it may be another job's file, or only its ``.jsonl.gz``
+    snapshot; a missing file has no records). Unreadable lines are skipped, as the store does."""
+    live = Path(path)
+    snapshot = live.with_name(live.name + ".gz")
+    if live.exists():
+        data = live.read_bytes()
+    elif snapshot.exists():
+        data = gzip.decompress(snapshot.read_bytes())
+    else:
+        return {}
+    latest: dict[RolloutKey, RolloutRecord] = {}
+    for line in data[: data.rfind(b"\n") + 1].splitlines():
+        try:
+            head = json.loads(line) if line.strip() else None
+            if not isinstance(head, dict) or head.get("settings_hash") != settings_hash:
+                continue
+            record = RolloutRecord.from_dict(head)
+        except ValueError:
+            continue
+        latest[rollout_key(record)] = record
+    return latest

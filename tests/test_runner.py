@@ -121,6 +121,39 @@ def test_shards_split_problems_into_separate_files(tmp_path, data_dir) -> None:
     assert len(ids[0]) == 3 and len(ids[1]) == 2 and not ids[0] & ids[1]
 
 
+def test_reuse_from_copies_the_same_settings_records_and_generates_only_the_rest(tmp_path, data_dir) -> None:
+    import gzip
+
+    base = SMALL + ["grid.temperatures=[0.0]"]
+    source = compose(base + ["grid.layer_spans=[0]", f"output_dir={tmp_path / 'study'}"])
+    run(source)
+    source_lines = output_path(source).read_bytes().splitlines(keepends=True)
+    wider = compose(base + [f"output_dir={tmp_path / 'ablation'}", f"reuse_from={tmp_path / 'study'}"])
+    summary = run(wider)
+    assert summary["reused"] == 3 and summary["generated"] == 3  # L = 0 copied, L = 2 generated
+    lines = output_path(wider).read_bytes().splitlines(keepends=True)
+    assert lines[:3] == source_lines  # the study's records, byte for byte
+    assert {json.loads(line)["layer_span"] for line in lines[3:]} == {2}
+    # only a snapshot of the source (a fresh clone): still reused
+    output_path(source).with_name("rollouts.jsonl.gz").write_bytes(gzip.compress(b"".join(source_lines)))
+    output_path(source).unlink()
+    again = compose(base + ["grid.layer_spans=[0]", f"output_dir={tmp_path / 'again'}",
+                            f"reuse_from={tmp_path / 'study'}"])
+    assert run(again)["reused"] == 3
+    # other settings: nothing in the source is theirs
+    other = compose(base + ["grid.layer_spans=[0]", "eglr.tau=0.5", f"output_dir={tmp_path / 'other'}",
+                            f"reuse_from={tmp_path / 'study'}"])
+    summary = run(other)
+    assert summary["reused"] == 0 and summary["generated"] == 3
+
+
+def test_reuse_from_must_be_another_existing_directory(tmp_path) -> None:
+    for value, message in ((tmp_path / "missing", "must be null or an existing output directory"),
+                           (tmp_path, "is this job's own output_dir")):
+        with pytest.raises(ValueError, match=f"reuse_from=.*{message}"):
+            run(compose(SMALL + [f"output_dir={tmp_path}", f"reuse_from={value}"]))
+
+
 def test_unknown_model_is_named_by_hydra() -> None:
     from hydra.errors import MissingConfigException
 
