@@ -93,6 +93,7 @@ demo: $(STAMP) ## The whole pipeline on CPU: tiny-math on arith, L x T grid, gra
 
 real-study: real-models ## The real-model study on CPU (hours, resumable; rollouts snapshotted to REAL_DIR/rollouts/**.jsonl.gz), then its analysis
 	$(PY) scripts/rollout_snapshots.py restore $(REAL_DIR)/rollouts
+	$(PY) -m eglr.calibration import $(REAL_DIR)/calibration/*.json.gz
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m eglr.run experiment=real-cpu $(ARGS)
 	$(PY) scripts/rollout_snapshots.py save $(REAL_DIR)/rollouts
 	$(MAKE) real-figures
@@ -100,6 +101,7 @@ real-study: real-models ## The real-model study on CPU (hours, resumable; rollou
 real-ablation: real-models ## The real-model ablation (re-injection, convergence rule) at L = 4 on 32 GSM8K problems
 	$(PY) scripts/rollout_snapshots.py restore $(REAL_DIR)/rollouts
 	$(PY) scripts/rollout_snapshots.py restore $(REAL_DIR)/ablation/rollouts
+	$(PY) -m eglr.calibration import $(REAL_DIR)/calibration/*.json.gz
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m eglr.run -m experiment=real-cpu-ablation $(ARGS)
 	$(PY) scripts/rollout_snapshots.py save $(REAL_DIR)/ablation/rollouts
 	$(MAKE) real-figures

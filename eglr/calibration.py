@@ -13,10 +13,15 @@ The calibration prompts are problems that are not evaluated: the last
 benchmark, whose first problems are the evaluated ones; the runner checks that
 the two sets do not overlap). The result is deterministic (greedy decoding, a
 fixed batch), and cached as a small JSON file keyed on everything it depends on,
-so a rerun reads the same tau without loading anything.
+so a rerun reads the same tau without loading anything. A calibration saved
+beside committed results (``.json.gz``) can be put back into the cache on a new
+machine with ``python -m eglr.calibration import FILE...``, so that a resumed
+study uses the very tau its first records were made with.
 """
 from __future__ import annotations
 
+import argparse
+import gzip
 import hashlib
 import json
 import math
@@ -26,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from eglr.benchmarks.records import Problem
+from eglr.weights import cache_root
 
 
 def check_quantile(quantile: object) -> float:
@@ -80,7 +86,7 @@ def calibration_key(description: dict[str, object]) -> str:
 
 def cache_directory() -> Path:
     """Where calibrations are cached: ``$EGLR_CACHE/calibration`` (default ``~/.cache/eglr/calibration``)."""
-    return Path(os.environ.get("EGLR_CACHE", Path.home() / ".cache" / "eglr")) / "calibration"
+    return cache_root() / "calibration"
 
 
 def greedy_entropies(model, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int, batch_size: int,
@@ -118,3 +124,41 @@ def load_or_calibrate(description: dict[str, object], compute, directory: Path |
     temporary.write_text(json.dumps(asdict(calibration), allow_nan=False) + "\n", encoding="utf-8")
     temporary.replace(path)
     return calibration
+
+
+def import_calibration(source: Path, directory: Path | None = None) -> Path:
+    """Copy a saved calibration (``.json`` or ``.json.gz``) into the cache, after checking that its
+    key is its description's digest and its entropies are sorted finite numbers; returns the cached path."""
+    opener = gzip.open if source.suffix == ".gz" else open
+    with opener(source, "rt", encoding="utf-8") as handle:
+        stored = json.load(handle)
+    key, description, entropies = stored.get("key"), stored.get("description"), stored.get("entropies")
+    if not isinstance(description, dict) or key != calibration_key(description):
+        raise ValueError(f"{source}: its key {key!r} is not the digest of its description; not a calibration "
+                         "this code wrote, or edited since")
+    if (not isinstance(entropies, list) or not entropies
+            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in entropies)
+            or entropies != sorted(entropies)):
+        raise ValueError(f"{source}: its entropies are not a non-empty sorted list of finite numbers")
+    path = (directory or cache_directory()) / f"{key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".tmp{os.getpid()}")
+    temporary.write_text(json.dumps(stored, allow_nan=False) + "\n", encoding="utf-8")
+    temporary.replace(path)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eglr.calibration",
+                                     description="Put saved calibrations back into the cache ($EGLR_CACHE/calibration).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    put = commands.add_parser("import", help="copy saved calibration files (.json or .json.gz) into the cache")
+    put.add_argument("files", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    for source in args.files:
+        print(f"{source} -> {import_calibration(source)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

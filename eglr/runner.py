@@ -135,6 +135,10 @@ def _check_engine(cfg: DictConfig, problems: list[str]) -> None:
                 problems.append(f"vllm.{name}={value!r}: must be a positive integer")
         if not _is_number(options.get("kv_cache_gib")) or not options.get("kv_cache_gib") > 0:
             problems.append(f"vllm.kv_cache_gib={options.get('kv_cache_gib')!r}: must be a number > 0")
+        device = cfg.get("device")
+        if isinstance(device, str) and device.startswith("cuda:"):
+            problems.append(f"device={device!r} with engine=vllm: vLLM runs on the first visible GPU; choose it "
+                            f"with CUDA_VISIBLE_DEVICES={device.removeprefix('cuda:')} and device=cuda")
 
 
 def _check_device(cfg: DictConfig, problems: list[str]) -> None:

@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gate-quantile", type=float, default=0.94)
     parser.add_argument("--calibration-prompts", type=int, default=16,
                         help="GSM8K problems after the benchmarked ones whose L = 0 entropies set tau")
+    parser.add_argument("--load", default="none stated",
+                        help="what else ran on the machine during the benchmark (recorded beside the machine)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "bench" / "vllm.json")
     args = parser.parse_args(argv)
     if args.worker:
@@ -227,9 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                                                            "which are not benchmarked"},
         "timing": "process CPU time of one-thread processes (wall time alongside); tokens/s = generated tokens / time "
                   "of the whole submission, prefill included; vLLM warmed up first, engine build excluded",
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared: a background "
-                   "real-model job (the study or its ablation, 2 threads) ran throughout, so absolute numbers are low and noisy; compare the "
-                   "ratios, all measured within this one run",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "load": f"{args.load}; compare the ratios, all measured within this one run",
         "versions": {"vllm": vllm.__version__, "torch": torch.__version__},
         "batches": batches,
         "seconds": round(time.perf_counter() - started, 1),

@@ -93,7 +93,8 @@ def worker(job: dict) -> dict:
         torch.cuda.synchronize()
         started = time.perf_counter()
         output = generate(model, input_ids.cuda(), mask.cuda(), eglr=eglr or EGLRConfig(), max_new_tokens=new_tokens,
-                          eos_token_id=[], pad_token_id=job["pad_token_id"], return_entropies=job["entropies"])
+                          eos_token_id=job["stop_token_ids"], pad_token_id=job["pad_token_id"],
+                          return_entropies=job["entropies"])
         torch.cuda.synchronize()
         seconds = time.perf_counter() - started
         tokens = [output.sequences[row, :n].tolist() for row, n in enumerate(output.num_tokens)]
@@ -105,7 +106,7 @@ def worker(job: dict) -> dict:
 
         os.environ["VLLM_BATCH_INVARIANT"] = "1" if job["dtype"] == "float32" else os.environ.get(
             "VLLM_BATCH_INVARIANT", "0")
-        engine = EGLREngine(job["model"], eglr=eglr, stop_token_ids=[], max_model_len=2048,
+        engine = EGLREngine(job["model"], eglr=eglr, stop_token_ids=job["stop_token_ids"], max_model_len=2048,
                             max_num_seqs=max(len(prompts), 2), dtype=job["dtype"], skip_tokenizer_init=True,
                             attention_backend=job["attention_backend"], gpu_memory_utilization=0.85)
         engine.generate([Request(prompts[0], 4), Request(prompts[1], 4)])
@@ -133,13 +134,13 @@ def run_job(**job) -> dict:
 def check_model(location: str, args: argparse.Namespace) -> dict:
     import torch
 
-    prompts, _ = prompts_for(location, max(args.batches))
+    prompts, stop_token_ids = prompts_for(location, max(args.batches))
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(location)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     common = dict(model=location, new_tokens=args.new_tokens, attention_backend=args.attention_backend,
-                  pad_token_id=pad)
+                  pad_token_id=pad, stop_token_ids=[])
     parity_prompts = prompts[:args.parity_batch]
     plain_hf = run_job(engine="hf", prompts=parity_prompts, eglr=None, dtype="float32", entropies=True, **common)
     tau = float(torch.tensor(plain_hf["entropies"]).quantile(args.gate_quantile))
@@ -149,6 +150,11 @@ def check_model(location: str, args: argparse.Namespace) -> dict:
     inert = run_job(engine="vllm", prompts=parity_prompts, eglr=never, dtype="float32", entropies=False, **common)
     gated_vllm = run_job(engine="vllm", prompts=parity_prompts, eglr=eglr, dtype="float32", entropies=False, **common)
     gated_hf = run_job(engine="hf", prompts=parity_prompts, eglr=eglr, dtype="float32", entropies=False, **common)
+    # with the model's stop tokens, as the study runs: requests end at different steps
+    stopping = {**common, "stop_token_ids": stop_token_ids}
+    stopped_vllm = run_job(engine="vllm", prompts=parity_prompts, eglr=eglr, dtype="float32", entropies=False,
+                           **stopping)
+    stopped_hf = run_job(engine="hf", prompts=parity_prompts, eglr=eglr, dtype="float32", entropies=False, **stopping)
     parity = {
         "rows": len(parity_prompts),
         "plain_vllm_vs_eglr_never_gating": sum(a == b for a, b in zip(plain["tokens"], inert["tokens"])),
@@ -156,6 +162,8 @@ def check_model(location: str, args: argparse.Namespace) -> dict:
         "eglr_vllm_vs_ours_tokens": sum(a == b for a, b in zip(gated_vllm["tokens"], gated_hf["tokens"])),
         "eglr_vllm_vs_ours_counts": sum((a, b) == (c, d) for a, b, c, d in zip(
             gated_vllm["gated"], gated_vllm["reapplications"], gated_hf["gated"], gated_hf["reapplications"])),
+        "eglr_vllm_vs_ours_tokens_with_stop_tokens": sum(a == b for a, b in zip(stopped_vllm["tokens"],
+                                                                                stopped_hf["tokens"])),
         "gated_fraction": sum(gated_vllm["gated"]) / (len(parity_prompts) * args.new_tokens),
         "step_counts": gated_vllm["step_counts"],  # sub_batch_passes vs full_batch_passes: which path ran
     }

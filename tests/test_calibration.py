@@ -76,6 +76,29 @@ def test_same_tau_on_rerun_and_the_cache_is_reused(model, prompts, tmp_path):
     assert stored["description"]["model"] == "tiny-random-qwen2"
 
 
+def test_a_saved_calibration_is_imported_into_the_cache_and_a_tampered_one_refused(tmp_path):
+    import gzip
+
+    from eglr.calibration import import_calibration
+
+    description = {"model": "m", "max_new_tokens": 8}
+    made = load_or_calibrate(description, lambda: [0.5, 0.1, 2.0, 1.0], directory=tmp_path / "made")
+    saved = tmp_path / f"{made.key}.json.gz"
+    saved.write_bytes(gzip.compress((tmp_path / "made" / f"{made.key}.json").read_bytes()))
+    cache = tmp_path / "cache"
+    assert import_calibration(saved, cache) == cache / f"{made.key}.json"
+    reread = load_or_calibrate(description, lambda: pytest.fail("recomputed an imported calibration"), directory=cache)
+    assert reread == made and reread.tau(0.5) == made.tau(0.5)
+    stored = json.loads((cache / f"{made.key}.json").read_text())
+    for tampered, message in (({**stored, "description": {**description, "max_new_tokens": 9}}, "not the digest"),
+                              ({**stored, "entropies": [2.0, 0.1]}, "sorted list")):
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps(tampered))
+        with pytest.raises(ValueError, match=message):
+            import_calibration(bad, tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+
+
 def test_the_calibrated_gate_fires_on_about_one_minus_q_of_greedy_steps(model, prompts, tmp_path):
     calibration = load_or_calibrate(
         {"model": "tiny"}, lambda: greedy_entropies(model, prompts, max_new_tokens=NEW_TOKENS, batch_size=5),

@@ -373,6 +373,12 @@ def test_the_vllm_engine_is_refused_clearly(tmp_path) -> None:
         run(compose(SMALL + ["engine=vllm", f"output_dir={tmp_path}"]))
 
 
+def test_the_vllm_engine_refuses_a_gpu_index(tmp_path) -> None:
+    """vLLM takes no device argument; the GPU is chosen with CUDA_VISIBLE_DEVICES, which the error says."""
+    with pytest.raises(ValueError, match=r"device='cuda:1' with engine=vllm.*CUDA_VISIBLE_DEVICES=1 and device=cuda"):
+        run(compose(SMALL + ["engine=vllm", "device=cuda:1", f"output_dir={tmp_path}"]))
+
+
 def test_an_empty_benchmark_file_is_named(tmp_path) -> None:
     path = tmp_path / "empty.jsonl"
     path.write_text("\n")

@@ -20,6 +20,7 @@ def checkpoint(tmp_path_factory):
     ("pipeline_parallel_size", 2, "pipeline_parallel_size=2"),
     ("tensor_parallel_size", 2, "tensor_parallel_size=2"),
     ("speculative_config", {"method": "ngram", "num_speculative_tokens": 2}, "speculative_config="),
+    ("async_scheduling", True, "async_scheduling=True"),
 ])
 def test_refused_engine_arguments_are_named(checkpoint, argument, value, message) -> None:
     from eglr.step import EGLRConfig
@@ -51,6 +52,25 @@ def test_the_model_itself_refuses_chunked_prefill(checkpoint) -> None:
             compilation_config={"mode": 0}, enable_chunked_prefill=True,
             hf_overrides={"architectures": ["EGLRQwen2ForCausalLM"],
                           "eglr": to_override(EGLRConfig(layer_span=2))})
+
+
+def test_the_model_itself_refuses_async_scheduling() -> None:
+    """vLLM turns async scheduling on by default on GPUs (the CPU platform always turns it off, so an engine
+    built here never has it): the model's own guard, on an engine configuration that has it."""
+    from types import SimpleNamespace
+
+    from eglr_vllm.recursion import _refuse_engine_features
+
+    config = SimpleNamespace(
+        scheduler_config=SimpleNamespace(enable_chunked_prefill=False, async_scheduling=True),
+        cache_config=SimpleNamespace(enable_prefix_caching=False),
+        parallel_config=SimpleNamespace(pipeline_parallel_size=1, tensor_parallel_size=1),
+        speculative_config=None, compilation_config=SimpleNamespace(mode=0),
+        model_config=SimpleNamespace(enforce_eager=True))
+    with pytest.raises(ValueError, match="async scheduling.*pass async_scheduling=False"):
+        _refuse_engine_features(config)
+    config.scheduler_config.async_scheduling = False
+    _refuse_engine_features(config)
 
 
 def test_a_preempted_request_is_refused(checkpoint) -> None:

