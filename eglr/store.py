@@ -183,6 +183,18 @@ class RolloutStore:
             return len(lines)
 
 
+def whole_lines(path: str | os.PathLike[str]) -> bytes:
+    """The file's complete lines, read under the writers' lock: a copy taken while a job runs never
+    ends in the middle of a write."""
+    with open(path, "rb") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+        try:
+            data = handle.read()
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return data[: data.rfind(b"\n") + 1]
+
+
 def recorded_rollouts(path: str | os.PathLike[str], settings_hash: str) -> dict[RolloutKey, RolloutRecord]:
     """The latest record of every key recorded under ``settings_hash`` in a rollout file, read
     without locking or repairing it (it may be another job's file, or only its ``.jsonl.gz``

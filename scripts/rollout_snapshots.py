@@ -1,5 +1,6 @@
 """Committed snapshots of rollout files: ``save`` gzips every ``*.jsonl`` under a directory into
-``*.jsonl.gz`` (deterministically: no timestamp, so an unchanged file gives identical bytes),
+``*.jsonl.gz`` (deterministically: no timestamp, so an unchanged file gives identical bytes; its whole
+lines only, read under the writers' lock, so it is safe while a job appends),
 ``restore`` unpacks a snapshot into the live ``*.jsonl`` a resumed run appends to, where that is
 missing. The analysis reads either (``eglr.metrics.rollout_files``).
 
@@ -13,12 +14,14 @@ import gzip
 import os
 from pathlib import Path
 
+from eglr.store import whole_lines
+
 
 def save(directory: Path) -> list[Path]:
     written = []
     for live in sorted(directory.rglob("*.jsonl")):
         snapshot = live.with_name(live.name + ".gz")
-        data = gzip.compress(live.read_bytes(), compresslevel=9, mtime=0)
+        data = gzip.compress(whole_lines(live), compresslevel=9, mtime=0)
         if not snapshot.exists() or snapshot.read_bytes() != data:
             temporary = snapshot.with_name(f".{snapshot.name}.tmp{os.getpid()}")
             temporary.write_bytes(data)
