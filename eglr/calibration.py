@@ -119,11 +119,16 @@ def load_or_calibrate(description: dict[str, object], compute, directory: Path |
             return Calibration(key, stored["description"], tuple(stored["entropies"]))
     entropies = tuple(sorted(float(value) for value in compute()))
     calibration = Calibration(key, description, entropies)
+    _write_cached(path, asdict(calibration))
+    return calibration
+
+
+def _write_cached(path: Path, stored: dict[str, object]) -> None:
+    """Write a cache entry whole or not at all (built aside, then renamed into place)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(f".tmp{os.getpid()}")
-    temporary.write_text(json.dumps(asdict(calibration), allow_nan=False) + "\n", encoding="utf-8")
+    temporary.write_text(json.dumps(stored, allow_nan=False) + "\n", encoding="utf-8")
     temporary.replace(path)
-    return calibration
 
 
 def import_calibration(source: Path, directory: Path | None = None) -> Path:
@@ -141,10 +146,7 @@ def import_calibration(source: Path, directory: Path | None = None) -> Path:
             or entropies != sorted(entropies)):
         raise ValueError(f"{source}: its entropies are not a non-empty sorted list of finite numbers")
     path = (directory or cache_directory()) / f"{key}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".tmp{os.getpid()}")
-    temporary.write_text(json.dumps(stored, allow_nan=False) + "\n", encoding="utf-8")
-    temporary.replace(path)
+    _write_cached(path, stored)
     return path
 
 
