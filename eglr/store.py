@@ -54,6 +54,22 @@ class StoredRollout:
                 and (grader_version is None or self.grader_version == grader_version))
 
 
+@contextmanager
+def _flocked(handle: Any, operation: int) -> Iterator[None]:
+    """Hold ``flock(operation)`` on an open file: LOCK_EX for the writer, LOCK_SH for a reader that
+    must not see half a write."""
+    fcntl.flock(handle.fileno(), operation)
+    try:
+        yield
+    finally:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def complete_lines(data: bytes) -> bytes:
+    """``data`` up to and including its last newline: what a reader may trust of a file being appended."""
+    return data[: data.rfind(b"\n") + 1]
+
+
 class RolloutStore:
     """The rollout file of one job: which keys are recorded, and appending new records."""
 
@@ -74,12 +90,8 @@ class RolloutStore:
 
     @contextmanager
     def _locked(self) -> Iterator[Any]:
-        with open(self.path, "a+b") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield handle
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        with open(self.path, "a+b") as handle, _flocked(handle, fcntl.LOCK_EX):
+            yield handle
 
     def _repair_tail(self, handle: Any) -> None:
         """Give a complete last record its newline, or cut a partial last line.
@@ -112,7 +124,7 @@ class RolloutStore:
         """Read records appended since the last scan (by this or any other process)."""
         handle.seek(self._offset)
         data = handle.read()
-        complete = data[: data.rfind(b"\n") + 1]
+        complete = complete_lines(data)
         position = self._offset
         for line in complete.splitlines(keepends=True):
             start, position = position, position + len(line)
@@ -186,13 +198,8 @@ class RolloutStore:
 def whole_lines(path: str | os.PathLike[str]) -> bytes:
     """The file's complete lines, read under the writers' lock: a copy taken while a job runs never
     ends in the middle of a write."""
-    with open(path, "rb") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
-        try:
-            data = handle.read()
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-    return data[: data.rfind(b"\n") + 1]
+    with open(path, "rb") as handle, _flocked(handle, fcntl.LOCK_SH):
+        return complete_lines(handle.read())
 
 
 def recorded_rollouts(path: str | os.PathLike[str], settings_hash: str) -> dict[RolloutKey, RolloutRecord]:
@@ -208,7 +215,7 @@ def recorded_rollouts(path: str | os.PathLike[str], settings_hash: str) -> dict[
     else:
         return {}
     latest: dict[RolloutKey, RolloutRecord] = {}
-    for line in data[: data.rfind(b"\n") + 1].splitlines():
+    for line in complete_lines(data).splitlines():
         try:
             head = json.loads(line) if line.strip() else None
             if not isinstance(head, dict) or head.get("settings_hash") != settings_hash:
